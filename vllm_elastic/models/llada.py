@@ -1,0 +1,182 @@
+"""LLaDA (masked diffusion LM) in vLLM style: parallel layers, bidirectional paged attention.
+
+Same math as `vllm_elastic.reference.ReferenceLLaDA` (pre-norm Llama blocks, neox RoPE, SwiGLU,
+RMSNorm) but built from vLLM's tensor-parallel layers so `--tensor-parallel-size N` shards
+heads and MLP, and attention reads/writes the paged KV cache through `DiffusionAttention`.
+`load_weights` takes the official checkpoint names (`model.transformer.blocks.{i}.q_proj`, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from vllm.config import VllmConfig
+from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import (
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    RowParallelLinear,
+)
+from vllm.model_executor.layers.logits_processor import LogitsProcessor
+from vllm.model_executor.layers.rotary_embedding import get_rope
+from vllm.model_executor.layers.vocab_parallel_embedding import (
+    ParallelLMHead,
+    VocabParallelEmbedding,
+)
+from vllm.model_executor.model_loader.weight_utils import default_weight_loader
+
+from vllm_elastic.attention import DiffusionAttention
+
+
+class LLaDAAttention(nn.Module):
+    def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        tp = get_tensor_model_parallel_world_size()
+        self.head_dim = config.head_dim
+        self.num_heads = config.n_heads // tp
+        self.num_kv_heads = max(1, config.n_kv_heads // tp)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        bias = config.include_bias or config.include_qkv_bias
+        self.qkv_proj = QKVParallelLinear(config.d_model, self.head_dim, config.n_heads,
+                                          config.n_kv_heads, bias=bias, prefix=f"{prefix}.qkv_proj")
+        self.attn_out = RowParallelLinear(config.n_heads * self.head_dim, config.d_model,
+                                          bias=config.include_bias, prefix=f"{prefix}.attn_out")
+        self.rotary_emb = get_rope(
+            self.head_dim, max_position=config.max_sequence_length, is_neox_style=True,
+            rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        )
+        self.attn = DiffusionAttention(self.num_heads, self.num_kv_heads, self.head_dim,
+                                       vllm_config, prefix=f"{prefix}.attn")
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        qkv, _ = self.qkv_proj(hidden)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary_emb(positions, q, k)
+        out, _ = self.attn_out(self.attn(q, k, v))
+        return out
+
+
+class LLaDAMLP(nn.Module):
+    def __init__(self, config, prefix: str) -> None:
+        super().__init__()
+        size = config.mlp_hidden_size
+        self.gate_up_proj = MergedColumnParallelLinear(
+            config.d_model, [size, size], bias=config.include_bias, prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = RowParallelLinear(size, config.d_model, bias=config.include_bias,
+                                           prefix=f"{prefix}.down_proj")
+        self.act = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        out, _ = self.down_proj(self.act(gate_up))
+        return out
+
+
+class LLaDABlock(nn.Module):
+    def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.attention = LLaDAAttention(config, vllm_config, prefix=f"{prefix}.attention")
+        self.ff_norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.mlp = LLaDAMLP(config, prefix=f"{prefix}.mlp")
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(positions, self.attn_norm(x))
+        return x + self.mlp(self.ff_norm(x))
+
+
+class LLaDAModel(nn.Module):
+    def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
+        super().__init__()
+        self.wte = VocabParallelEmbedding(config.embedding_size, config.d_model)
+        self.blocks = nn.ModuleList(
+            LLaDABlock(config, vllm_config, prefix=f"{prefix}.blocks.{i}")
+            for i in range(config.n_layers)
+        )
+        self.ln_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = self.wte(input_ids)
+        for block in self.blocks:
+            x = block(positions, x)
+        return self.ln_f(x)
+
+
+# Official name -> (our parameter name, shard id of a fused layer or None).
+_BLOCK_WEIGHTS = {
+    "q_proj": ("attention.qkv_proj", "q"),
+    "k_proj": ("attention.qkv_proj", "k"),
+    "v_proj": ("attention.qkv_proj", "v"),
+    "attn_out": ("attention.attn_out", None),
+    "ff_proj": ("mlp.gate_up_proj", 0),
+    "up_proj": ("mlp.gate_up_proj", 1),
+    "ff_out": ("mlp.down_proj", None),
+    "attn_norm": ("attn_norm", None),
+    "ff_norm": ("ff_norm", None),
+}
+_BLOCK_RE = re.compile(r"^model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)$")
+
+
+def map_checkpoint_name(name: str) -> tuple[str | None, str | int | None]:
+    """Official LLaDA weight name -> (our parameter name, shard id); (None, None) to skip."""
+    if m := _BLOCK_RE.match(name):
+        layer, module, kind = m.groups()
+        if module not in _BLOCK_WEIGHTS:
+            return None, None
+        ours, shard = _BLOCK_WEIGHTS[module]
+        return f"model.blocks.{layer}.{ours}.{kind}", shard
+    fixed = {
+        "model.transformer.wte.weight": "model.wte.weight",
+        "model.transformer.ln_f.weight": "model.ln_f.weight",
+        "model.transformer.ff_out.weight": "lm_head.weight",
+    }
+    return fixed.get(name), None
+
+
+class LLaDAModelLM(nn.Module):
+    """The architecture named in LLaDA checkpoints' config.json."""
+
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
+        super().__init__()
+        config = vllm_config.model_config.hf_config
+        self.config = config
+        self.model = LLaDAModel(config, vllm_config, prefix="model")
+        self.lm_head = ParallelLMHead(config.embedding_size, config.d_model)
+        if config.weight_tying:
+            self.lm_head = self.lm_head.tie_weights(self.model.wte)
+        self.logits_processor = LogitsProcessor(config.embedding_size,
+                                                org_vocab_size=config.vocab_size)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.wte(input_ids)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                intermediate_tensors=None, inputs_embeds=None) -> torch.Tensor:
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits on every TP rank (vLLM all-gathers them on CPU)."""
+        return self.logits_processor(self.lm_head, hidden_states)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            target, shard = map_checkpoint_name(name)
+            if target is None or target not in params:
+                continue  # e.g. lm_head.weight when tied, rotary buffers
+            param = params[target]
+            loader = getattr(param, "weight_loader", default_weight_loader)
+            if shard is None:
+                loader(param, tensor)
+            else:
+                loader(param, tensor, shard)
+            loaded.add(target)
+        return loaded

@@ -1,0 +1,145 @@
+"""Diffusion decoding parameters: server defaults, per-request overrides, validation.
+
+One typed record, `DiffusionParams`, is what every decoder (the reference oracle, the vLLM
+worker) reads. Server defaults come from `--additional-config '{"diffusion": {...}}'`; a request
+overrides any of them through `SamplingParams.extra_args` (offline) or `vllm_xargs` (HTTP).
+Temperature and seed are vLLM's own SamplingParams fields, not extra args.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+REMASKING_CHOICES = ("low_confidence", "random")
+
+# extra_args keys we read; anything else in extra_args is left alone for other plugins.
+EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold")
+
+
+class DiffusionParamError(ValueError):
+    """A decoding parameter is out of range; `param` names it (becomes HTTP 400's `param`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class DiffusionParams:
+    gen_length: int = 128
+    block_length: int = 32
+    # None means one token per step: steps = gen_length (LLaDA's usual setting).
+    steps: int | None = None
+    remasking: str = "low_confidence"
+    # Fast-dLLM parallel decoding: commit every masked block position whose confidence exceeds
+    # it (and always the most confident one); None = the fixed top-k schedule.
+    threshold: float | None = None
+    temperature: float = 0.0
+    seed: int | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return self.steps if self.steps is not None else self.gen_length
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.num_steps // self.num_blocks
+
+    def validate(self) -> "DiffusionParams":
+        _check_int("gen_length", self.gen_length, minimum=1)
+        _check_int("block_length", self.block_length, minimum=1)
+        if self.gen_length % self.block_length:
+            raise DiffusionParamError(
+                "gen_length",
+                f"gen_length ({self.gen_length}) must be a multiple of block_length "
+                f"({self.block_length})",
+            )
+        if self.steps is not None:
+            _check_int("steps", self.steps, minimum=1)
+            if self.steps % self.num_blocks:
+                raise DiffusionParamError(
+                    "steps",
+                    f"steps ({self.steps}) must be divisible by the number of blocks "
+                    f"(gen_length / block_length = {self.num_blocks})",
+                )
+        if self.remasking not in REMASKING_CHOICES:
+            raise DiffusionParamError(
+                "remasking",
+                f"remasking must be one of {list(REMASKING_CHOICES)}, got {self.remasking!r}",
+            )
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0
+        ):
+            raise DiffusionParamError(
+                "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
+            )
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise DiffusionParamError(
+                "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
+            )
+        return self
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "DiffusionParams":
+        """Apply overrides (only known keys), coercing HTTP's JSON values, then validate."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise DiffusionParamError(
+                sorted(unknown)[0],
+                f"unknown diffusion parameter(s) {sorted(unknown)}; allowed: "
+                f"{[f.name for f in dataclasses.fields(self)]}",
+            )
+        values = {k: _coerce(k, v) for k, v in overrides.items()}
+        return dataclasses.replace(self, **values).validate()
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise DiffusionParamError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    # HTTP clients send 32.0 for 32 or "32"; accept exact integers, reject the rest in validate().
+    if name in ("gen_length", "block_length", "steps") and value is not None:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    if name in ("threshold", "temperature") and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def request_params(
+    defaults: DiffusionParams, extra_args: Mapping[str, Any] | None, temperature: float,
+    seed: int | None,
+) -> DiffusionParams:
+    """The parameters one request decodes with: server defaults <- its extra_args."""
+    overrides = {k: v for k, v in (extra_args or {}).items() if k in EXTRA_ARG_KEYS}
+    overrides["temperature"] = temperature
+    overrides["seed"] = seed
+    return defaults.with_overrides(overrides)
+
+
+def server_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionParams:
+    """Server-wide defaults: `--additional-config '{"diffusion": {"gen_length": 256, ...}}'`."""
+    section = (additional_config or {}).get("diffusion") or {}
+    if not isinstance(section, Mapping):
+        raise DiffusionParamError("additional_config.diffusion",
+                                  "additional_config['diffusion'] must be a JSON object")
+    bad = set(section) - set(EXTRA_ARG_KEYS)
+    if bad:
+        raise DiffusionParamError(
+            f"additional_config.diffusion.{sorted(bad)[0]}",
+            f"unknown server default(s) {sorted(bad)}; allowed: {list(EXTRA_ARG_KEYS)}")
+    return DiffusionParams().with_overrides(section)

@@ -1,0 +1,142 @@
+"""What `register()` installs into vLLM, and the request checks that answer HTTP 400.
+
+vLLM loads our `vllm.general_plugins` entry point in every process it starts (API server or
+`LLM`, engine core, each worker), so everything here is idempotent and cheap:
+  * the LLaDA config class for `model_type: llada` (no remote code needed);
+  * the `LLaDAModelLM` architecture, registered lazily by dotted name;
+  * a per-architecture config hook that selects our scheduler and worker, and turns off what a
+    fixed canvas cannot use (prefix caching, chunked prefill, async scheduling), only where
+    the user has not chosen explicitly;
+  * a request validator run in the API process before the engine sees the request, so bad
+    input is a 400 naming the parameter and never an engine crash;
+  * the patches in `patches/` (vLLM internals we cannot avoid touching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vllm.model_executor.models.config import VerifyAndUpdateConfig
+
+DIFFUSION_ARCHITECTURES = ("LLaDAModelLM",)
+SCHEDULER_CLS = "vllm_elastic.engine.scheduler.DiffusionScheduler"
+WORKER_CLS = "vllm_elastic.engine.worker.DiffusionWorker"
+
+_registered = False
+
+
+@dataclass
+class _ServedModel:
+    """What the validator needs about the model this process serves (set by the config hook)."""
+
+    defaults: Any  # DiffusionParams
+    max_model_len: int
+
+
+_served: _ServedModel | None = None
+
+
+def register_all() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+    from vllm.transformers_utils.config import _CONFIG_REGISTRY
+
+    from vllm_elastic.llada_config import LLaDAConfig
+    from vllm_elastic.patches import apply_all
+
+    apply_all()
+    _CONFIG_REGISTRY["llada"] = LLaDAConfig
+    for arch in DIFFUSION_ARCHITECTURES:
+        ModelRegistry.register_model(arch, "vllm_elastic.models.llada:LLaDAModelLM")
+        MODELS_CONFIG_MAP[arch] = DiffusionConfigHook
+    _install_request_validator()
+
+
+class DiffusionConfigHook(VerifyAndUpdateConfig):
+    """vLLM calls this once per model config (in the API/LLM process) for our architectures."""
+
+    @staticmethod
+    def verify_and_update_config(vllm_config) -> None:
+        global _served
+        from vllm_elastic.params import server_defaults
+
+        sched, cache = vllm_config.scheduler_config, vllm_config.cache_config
+        model_config = vllm_config.model_config
+        defaults = server_defaults(vllm_config.additional_config)  # fail at startup, not later
+        if sched.scheduler_cls is None:
+            sched.scheduler_cls = SCHEDULER_CLS
+        if vllm_config.parallel_config.worker_cls == "auto":
+            vllm_config.parallel_config.worker_cls = WORKER_CLS
+        if sched.async_scheduling is None:
+            sched.async_scheduling = False
+        # A canvas is recomputed whole each step: no prefix reuse, never split across steps.
+        cache.enable_prefix_caching = False
+        sched.enable_chunked_prefill = False
+        sched.long_prefill_token_threshold = 0
+        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens,
+                                           model_config.max_model_len)
+        # The denoising step is Python control flow per request; nothing to capture in graphs.
+        model_config.enforce_eager = True
+        _served = _ServedModel(defaults=defaults, max_model_len=model_config.max_model_len)
+
+
+# SamplingParams fields LLaDA decoding has no meaning for, with the value that means "off".
+_UNSUPPORTED_SAMPLING = {
+    "top_p": 1.0, "top_k": (0, -1), "min_p": 0.0, "presence_penalty": 0.0,
+    "frequency_penalty": 0.0, "repetition_penalty": 1.0, "logprobs": None,
+    "prompt_logprobs": None, "min_tokens": 0, "logit_bias": None, "allowed_token_ids": None,
+    "bad_words": None, "structured_outputs": None,
+}
+
+
+def check_request(prompt_len: int, sampling_params) -> None:
+    """Raise DiffusionParamError if this request cannot be decoded as asked."""
+    from vllm_elastic.params import DiffusionParamError, request_params
+
+    assert _served is not None
+    for name, off in _UNSUPPORTED_SAMPLING.items():
+        value = getattr(sampling_params, name, off)
+        if value in (off if isinstance(off, tuple) else (off,)) or value in ([], {}):
+            continue
+        raise DiffusionParamError(
+            name, f"{name}={value!r} is not supported by diffusion decoding; supported sampling "
+            f"options: temperature, seed, max_tokens, stop, stop_token_ids, ignore_eos, n, and "
+            f"the diffusion extra args (gen_length, block_length, steps, remasking, threshold)")
+    params = request_params(_served.defaults, sampling_params.extra_args,
+                            sampling_params.temperature, sampling_params.seed)
+    limit = _served.max_model_len
+    if prompt_len + params.gen_length > limit:
+        raise DiffusionParamError(
+            "prompt", f"the prompt has {prompt_len} tokens and gen_length is {params.gen_length}:"
+            f" the canvas ({prompt_len + params.gen_length}) exceeds max_model_len ({limit});"
+            f" use a prompt of at most {limit - params.gen_length} tokens or a smaller gen_length")
+
+
+def _install_request_validator() -> None:
+    from vllm.platforms import current_platform
+
+    platform_cls = type(current_platform)
+    original = platform_cls.validate_request.__func__
+
+    def validate_request(cls, processed_inputs, params) -> None:
+        original(cls, processed_inputs, params)
+        from vllm.sampling_params import SamplingParams
+
+        if _served is None or not isinstance(params, SamplingParams):
+            return  # not a diffusion model in this process
+        from vllm.exceptions import VLLMValidationError
+
+        from vllm_elastic.params import DiffusionParamError
+
+        prompt_ids = processed_inputs.get("prompt_token_ids") or []
+        try:
+            check_request(len(prompt_ids), params)
+        except DiffusionParamError as e:
+            raise VLLMValidationError(str(e), parameter=e.param) from None
+
+    platform_cls.validate_request = classmethod(validate_request)

@@ -1,0 +1,369 @@
+"""Train a small LLaDA on two-step arithmetic word problems (LLaDA's SFT objective), on CPU.
+
+    python -m vllm_elastic.training.train --out examples/models/llada-tiny-arith --minutes 120
+
+Objective (LLaDA's SFT): the prompt is never masked; every answer token, including the EOS
+padding after the answer, is replaced by MASK with probability p = (1-eps)*t + eps,
+t ~ U(0, 1) per example; cross-entropy on masked positions weighted by 1/p and normalised by the
+example's answer length (answer + EOS padding), averaged over the batch.
+
+Canvases: the answer is EOS-padded to a fixed generation length G (prompt + G tokens, then
+EOS-padded to the batch's longest row). Most batches use G = --gen-length (64); a fraction
+--long-frac uses G in 128/256/512 (with fewer rows, same token budget) so long EOS-padded
+canvases, which the benchmarks decode, do not confuse the model.
+
+Curriculum: a fraction of one-step problems that falls linearly from --one-step-start to
+--one-step-end over --curriculum-steps steps.
+
+Learning rate: linear warmup over --warmup steps, constant, then a linear decay to 10% over
+the last --decay-frac of the wall-clock budget (a time-based warmup-stable-decay schedule, so a
+run of any --minutes ends annealed).
+
+--minutes is the run's total wall-clock budget (training, evaluation and checkpoints), counted
+across resumes. Every --ckpt-minutes the full training state (model, optimizer, step, elapsed
+time, RNG states) goes to --state atomically and the shipped checkpoint (bf16, official LLaDA
+layout) is exported to --out; every --eval-minutes the held-out exact-match accuracy of greedy
+`reference.generate` decoding is logged. Rerunning the same command resumes from --state.
+Batches are a pure function of (seed, step), so a resumed run sees the data it would have seen.
+Logs: OUT/train_log.jsonl (one record per --log-every steps, plus eval records).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from vllm_elastic.checkpoint import EOS_ID, MASK_ID, build_tokenizer, save_checkpoint, tiny_config  # noqa: E402,E501
+from vllm_elastic.params import DiffusionParams  # noqa: E402
+from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
+from vllm_elastic.training import data  # noqa: E402
+
+DEFAULT_STATE = "/root/.cache/vllm-elastic/train/llada-tiny-arith/train_state.pt"
+LONG_GEN_LENGTHS = (128, 256, 512)
+LONG_WEIGHTS = (0.5, 0.3, 0.2)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="directory of the exported checkpoint")
+    ap.add_argument("--minutes", type=float, required=True,
+                    help="total wall-clock budget, across resumes")
+    ap.add_argument("--state", default=DEFAULT_STATE, help="resume file (keep it out of git)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    # model
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--mlp", type=int, default=384)
+    ap.add_argument("--vocab-size", type=int, default=512)
+    # optimisation
+    ap.add_argument("--batch-size", type=int, default=32, help="rows of a --gen-length batch")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--decay-frac", type=float, default=0.25)
+    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--eps", type=float, default=1e-3)
+    # data
+    ap.add_argument("--gen-length", type=int, default=64)
+    ap.add_argument("--long-frac", type=float, default=0.08)
+    ap.add_argument("--one-step-start", type=float, default=0.5)
+    ap.add_argument("--one-step-end", type=float, default=0.1)
+    ap.add_argument("--curriculum-steps", type=int, default=2000)
+    # bookkeeping
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--eval-minutes", type=float, default=15.0)
+    ap.add_argument("--eval-n", type=int, default=50)
+    ap.add_argument("--eval-gen-length", type=int, default=64)
+    ap.add_argument("--eval-block-length", type=int, default=32)
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after this step (tests)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# model, tokenizer
+
+def init_weights(model: ReferenceLLaDA, seed: int) -> None:
+    """OLMo-style: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers)."""
+    g = torch.Generator().manual_seed(seed)
+    n_layers = model.config.n_layers
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0) if "norm" in name or "ln_f" in name else p.zero_()
+                continue
+            std = 0.02
+            if name.endswith("attn_out.weight") or ".ff_out.weight" in name and "blocks" in name:
+                std = 0.02 / math.sqrt(2 * n_layers)
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "wte" in n]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def load_tokenizer(path: str):
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+def one_step_fraction(args: argparse.Namespace, step: int) -> float:
+    f = min(1.0, step / max(1, args.curriculum_steps))
+    return args.one_step_start + (args.one_step_end - args.one_step_start) * f
+
+
+def make_batch(args: argparse.Namespace, tokenizer, step: int
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(input_ids [B, L], prompt_lengths [B], G) for `step`: a pure function of (seed, step)."""
+    rng = random.Random(f"batch-{args.seed}-{step}")
+    gen_len, rows = args.gen_length, args.batch_size
+    if rng.random() < args.long_frac:
+        gen_len = rng.choices(LONG_GEN_LENGTHS, LONG_WEIGHTS)[0]
+        rows = max(2, round(args.batch_size * (40 + args.gen_length) / (40 + gen_len)))
+    frac = one_step_fraction(args, step)
+    seqs, plens = [], []
+    for _ in range(rows):
+        p = data.sample_problem(rng, "train", frac)
+        prompt = data.chat_prompt_ids(tokenizer, p.question)
+        answer = data.answer_ids(tokenizer, p.solution)[:gen_len]
+        seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))
+        plens.append(len(prompt))
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [EOS_ID] * (width - len(s)) for s in seqs])
+    return ids, torch.tensor(plens), gen_len
+
+
+def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Tensor,
+             eps: float, generator: torch.Generator) -> torch.Tensor:
+    """LLaDA's SFT loss (see the module docstring)."""
+    b, n = ids.shape
+    pos = torch.arange(n)[None, :]
+    is_answer = pos >= prompt_lengths[:, None]
+    t = torch.rand(b, generator=generator)
+    p_mask = ((1 - eps) * t + eps)[:, None].expand(b, n)
+    masked = (torch.rand(b, n, generator=generator) < p_mask) & is_answer
+    noisy = torch.where(masked, torch.full_like(ids, MASK_ID), ids)
+    logits = model(noisy)
+    answer_len = is_answer.sum(1, keepdim=True).expand(b, n)
+    token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none") / p_mask[masked]
+    return (token_loss / answer_len[masked]).sum() / b
+
+
+def lr_at(args: argparse.Namespace, step: int, progress: float) -> float:
+    warm = min(1.0, (step + 1) / max(1, args.warmup))
+    start = 1.0 - args.decay_frac
+    decay = 1.0 if progress < start else max(0.1, 1.0 - 0.9 * (progress - start) / args.decay_frac)
+    return args.lr * warm * decay
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+@torch.no_grad()
+def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
+             block_length: int = 32, steps: int | None = None) -> dict:
+    """Held-out exact-match accuracy of greedy full-recompute decoding (`reference.generate`)."""
+    was_training = model.training
+    model.eval()
+    params = DiffusionParams(gen_length=gen_length, block_length=block_length, steps=steps)
+    correct, samples = 0, []
+    for question, answer in data.test_problems(n):
+        out = generate(model, data.chat_prompt_ids(tokenizer, question), params)
+        text = tokenizer.decode(cut_at_eos(out, tokenizer.eos_token_id), skip_special_tokens=True)
+        got = data.extract_answer(text)
+        correct += got == answer
+        if len(samples) < 3:
+            samples.append({"q": question, "out": text, "answer": answer})
+    model.train(was_training)
+    return {"accuracy": correct / n, "correct": correct, "n": n, "gen_length": gen_length,
+            "block_length": block_length, "samples": samples}
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpointing
+
+def export(model: ReferenceLLaDA, tokenizer, out_dir: str) -> None:
+    """The shipped checkpoint (bf16), written to a temporary folder then moved into place."""
+    tmp = out_dir.rstrip("/") + ".export-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(tmp, model.config, model.state_dict(), tokenizer, dtype=torch.bfloat16)
+    os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(tmp):
+        os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_state(path: str, model, optimizer, step: int, elapsed: float, tokens: int,
+               next_eval: float, gen: torch.Generator, args: argparse.Namespace) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "elapsed": elapsed, "tokens": tokens, "next_eval": next_eval,
+             "torch_rng": torch.get_rng_state(), "mask_rng": gen.get_state(),
+             "python_rng": random.getstate(), "args": vars(args)}
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log records past the resumed step (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path, "w") as f:
+        f.writelines(keep)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def train(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    state_dir = os.path.dirname(os.path.abspath(args.state))
+    tok_dir = os.path.join(state_dir, "tokenizer")
+    log_path = os.path.join(args.out, "train_log.jsonl")
+    resume = os.path.exists(args.state)
+
+    if resume:
+        tokenizer = load_tokenizer(tok_dir)
+    else:
+        tokenizer = build_tokenizer(data.tokenizer_corpus(seed=args.seed), args.vocab_size)
+        os.makedirs(tok_dir, exist_ok=True)
+        tokenizer.save_pretrained(tok_dir)
+    cfg = tiny_config(len(tokenizer), args.layers, args.d_model, args.heads, mlp=args.mlp)
+    model = ReferenceLLaDA(cfg)
+    init_weights(model, args.seed)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    gen = torch.Generator().manual_seed(args.seed)
+    step, elapsed, tokens, next_eval = 0, 0.0, 0, args.eval_minutes * 60
+    if resume:
+        st = torch.load(args.state, weights_only=False)
+        model.load_state_dict(st["model"])
+        optimizer.load_state_dict(st["optimizer"])
+        step, elapsed, tokens, next_eval = st["step"], st["elapsed"], st["tokens"], st["next_eval"]
+        torch.set_rng_state(st["torch_rng"])
+        gen.set_state(st["mask_rng"])
+        random.setstate(st["python_rng"])
+        _truncate_log(log_path, step)
+        print(f"resumed from {args.state}: step {step}, {elapsed / 60:.1f} min elapsed", flush=True)
+    else:
+        torch.manual_seed(args.seed)
+        random.seed(args.seed)
+        if os.path.exists(log_path):
+            os.remove(log_path)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}, "
+          f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads", flush=True)
+    model.train()
+
+    budget = args.minutes * 60
+    log = open(log_path, "a")
+    from tqdm import tqdm
+    bar = tqdm(total=round(budget), initial=min(round(elapsed), round(budget)), unit="s",
+               mininterval=30, disable=args.no_progress, dynamic_ncols=False, ncols=110)
+    last_ckpt = time.time()
+    t_prev = time.time()
+    win_loss, win_tok, win_time, win_steps = 0.0, 0, 0.0, 0
+    last_eval: dict | None = None
+
+    def log_record(rec: dict) -> None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+    def do_eval() -> dict:
+        nonlocal last_eval
+        t0 = time.time()
+        res = evaluate(model, tokenizer, args.eval_n, args.eval_gen_length, args.eval_block_length)
+        res["seconds"] = round(time.time() - t0, 1)
+        log_record({"type": "eval", "step": step, "elapsed_s": round(elapsed, 1),
+                    "tokens": tokens, **res})
+        tqdm.write(f"[eval] step {step} {elapsed / 60:.1f} min: held-out accuracy "
+                   f"{res['accuracy']:.0%} ({res['correct']}/{res['n']}, gen_length "
+                   f"{res['gen_length']}) e.g. {res['samples'][0]['out']!r}")
+        last_eval = res
+        return res
+
+    def checkpoint() -> None:
+        save_state(args.state, model, optimizer, step, elapsed, tokens, next_eval, gen, args)
+        export(model, tokenizer, args.out)
+
+    while elapsed < budget and (args.max_steps is None or step < args.max_steps):
+        progress = elapsed / budget
+        lr = lr_at(args, step, progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        ids, plens, gen_len = make_batch(args, tokenizer, step)
+        loss = sft_loss(model, ids, plens, args.eps, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        step += 1
+        tokens += ids.numel()
+        now = time.time()
+        dt = now - t_prev
+        t_prev = now
+        elapsed += dt
+        bar.update(min(round(elapsed), round(budget)) - bar.n)
+        win_loss += loss.item()
+        win_tok += ids.numel()
+        win_time += dt
+        win_steps += 1
+        if step % args.log_every == 0:
+            rec = {"type": "train", "step": step, "elapsed_s": round(elapsed, 1),
+                   "tokens": tokens, "loss": round(win_loss / win_steps, 4), "lr": lr,
+                   "grad_norm": round(float(gnorm), 3), "gen_length": gen_len,
+                   "tok_per_s": round(win_tok / max(win_time, 1e-9), 1)}
+            log_record(rec)
+            bar.set_postfix(step=step, loss=f"{rec['loss']:.3f}", tok_s=int(rec["tok_per_s"]),
+                            acc="-" if last_eval is None else f"{last_eval['accuracy']:.0%}")
+            win_loss, win_tok, win_time, win_steps = 0.0, 0, 0.0, 0
+        if elapsed >= next_eval and elapsed < budget:
+            t0 = time.time()
+            do_eval()
+            next_eval = elapsed + args.eval_minutes * 60
+            elapsed += time.time() - t0
+            t_prev = time.time()
+        if time.time() - last_ckpt >= args.ckpt_minutes * 60:
+            t0 = time.time()
+            checkpoint()
+            last_ckpt = time.time()
+            elapsed += time.time() - t0
+            t_prev = time.time()
+    bar.close()
+    final = do_eval() if args.eval_n > 0 else None
+    checkpoint()
+    log.close()
+    print(f"done: step {step}, {tokens} tokens, {elapsed / 60:.1f} min; exported to {args.out}",
+          flush=True)
+    return {"step": step, "tokens": tokens, "elapsed": elapsed, "final_eval": final}
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
