@@ -73,3 +73,13 @@ class LLaDAConfig(PretrainedConfig):
                 f"LLaDA config: only block_type='llama' with a SiLU-gated MLP is supported, got "
                 f"block_type={block_type!r}, activation_type={activation_type!r}"
             )
+
+
+def register_with_transformers() -> None:
+    """Let AutoConfig/AutoTokenizer open LLaDA checkpoints without their remote code."""
+    from transformers import AutoConfig
+
+    AutoConfig.register("llada", LLaDAConfig, exist_ok=True)
+
+
+register_with_transformers()

@@ -7,6 +7,9 @@ Worker (the one backend switch of the engine package).
 
 from __future__ import annotations
 
+import torch
+
+from vllm.forward_context import set_forward_context
 from vllm.platforms import current_platform
 
 from vllm_elastic.engine.runner import DiffusionModelRunner
@@ -22,3 +25,15 @@ class DiffusionWorker(_BaseWorker):
         super().init_device()
         # The stock runner built by super() is dropped; ours inherits its KV machinery.
         self.model_runner = DiffusionModelRunner(self.vllm_config, self.device)
+
+    def canvas_logits(self, token_ids: list[int]) -> list[list[float]]:
+        """Logits [len, vocab] of one canvas through the loaded model, for tests and analysis
+        (`LLM.collective_rpc("canvas_logits", args=(ids,))`). Attention runs without the
+        paged cache here, so it can be called while requests are in flight."""
+        runner = self.model_runner
+        ids = torch.tensor(token_ids, dtype=torch.long, device=runner.device)
+        positions = torch.arange(len(token_ids), device=runner.device)
+        with torch.inference_mode(), set_forward_context(None, self.vllm_config):
+            hidden = runner.model(input_ids=ids, positions=positions)
+            # A plain list: vLLM's RPC serializer does not carry tensors.
+            return runner.model.compute_logits(hidden).float().cpu().tolist()

@@ -1,0 +1,40 @@
+"""DiffusionParams: defaults, per-request overrides, and the errors that name the parameter."""
+
+import pytest
+
+from vllm_elastic.params import (DiffusionParamError, DiffusionParams, request_params,
+                                 server_defaults)
+
+
+def test_defaults_are_valid_and_one_token_per_step():
+    p = DiffusionParams().validate()
+    assert p.num_steps == p.gen_length and p.steps_per_block == p.block_length
+
+
+@pytest.mark.parametrize("overrides, param", [
+    ({"gen_length": 30, "block_length": 8}, "gen_length"),
+    ({"gen_length": 32, "block_length": 8, "steps": 6}, "steps"),
+    ({"remasking": "lowest"}, "remasking"),
+    ({"temperature": -0.5}, "temperature"),
+    ({"threshold": 1.5}, "threshold"),
+    ({"gen_length": 0}, "gen_length"),
+    ({"block_length": "x"}, "block_length"),
+    ({"window": 3}, "window"),
+])
+def test_bad_values_name_the_parameter(overrides, param):
+    with pytest.raises(DiffusionParamError) as e:
+        DiffusionParams().with_overrides(overrides)
+    assert e.value.param == param
+    assert param in str(e.value)
+
+
+def test_request_overrides_server_defaults_and_coerces_json_numbers():
+    defaults = server_defaults({"diffusion": {"gen_length": 64, "block_length": 16}})
+    p = request_params(defaults, {"block_length": 32.0, "steps": "32", "unrelated": 1}, 0.5, 7)
+    assert (p.gen_length, p.block_length, p.steps, p.temperature, p.seed) == (64, 32, 32, 0.5, 7)
+    assert p.steps_per_block == 16
+
+
+def test_unknown_server_default_is_rejected():
+    with pytest.raises(DiffusionParamError, match="gen_lenght"):
+        server_defaults({"diffusion": {"gen_lenght": 64}})

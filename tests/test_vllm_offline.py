@@ -1,0 +1,136 @@
+"""vllm.LLM with our plugin against the plain-PyTorch oracle, token for token.
+
+One engine for the whole module (engine start is ~35 s on this machine).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm_elastic.params import DiffusionParams
+from vllm_elastic.reference import cut_at_eos, generate
+
+MAX_MODEL_LEN = 128
+PROMPTS = [
+    [2, 3, 100, 4],
+    [2, 3, 120, 121, 122, 123, 124, 125, 126, 5, 3, 130, 4],
+    [2, 3, 200, 201, 202, 4, 7, 8],
+    [2] + list(range(30, 60)) + [4],
+]
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model):
+    from vllm import LLM
+
+    engine = LLM(model=tiny_model, dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0)
+    yield engine
+    del engine
+
+
+def sampling(**diffusion):
+    from vllm import SamplingParams
+
+    temperature = diffusion.pop("temperature", 0.0)
+    seed = diffusion.pop("seed", None)
+    max_tokens = diffusion.pop("max_tokens", None)
+    return SamplingParams(temperature=temperature, seed=seed, max_tokens=max_tokens,
+                          extra_args=diffusion)
+
+
+def expected(reference, prompt, **diffusion) -> list[int]:
+    max_tokens = diffusion.pop("max_tokens", None)
+    out = cut_at_eos(generate(reference, prompt, DiffusionParams(**diffusion)),
+                     reference.config.eos_token_id)
+    return out[:max_tokens] if max_tokens else out
+
+
+def test_model_logits_match_reference(llm, reference):
+    ids = PROMPTS[1] + [1] * 16
+    ours = torch.as_tensor(llm.collective_rpc("canvas_logits", args=(ids,))[0])
+    theirs = reference(torch.tensor([ids]))[0]
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+CASES = [
+    dict(gen_length=32, block_length=8),                      # blocks < gen, one token/step
+    dict(gen_length=32, block_length=32, steps=16),           # one block, two tokens/step
+    dict(gen_length=32, block_length=16, steps=8, remasking="random"),
+    dict(gen_length=32, block_length=8, temperature=0.7, seed=11),
+    dict(gen_length=32, block_length=16, steps=16, temperature=1.0, seed=3,
+         remasking="random"),
+    dict(gen_length=32, block_length=8, threshold=0.2),       # Fast-dLLM parallel decoding
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_batch_of_prompts_matches_reference(llm, reference, case):
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(**dict(case)),
+                        use_tqdm=False)
+    for prompt, out in zip(PROMPTS, outs):
+        assert list(out.outputs[0].token_ids) == expected(reference, prompt, **dict(case))
+
+
+def test_mixed_parameters_in_one_batch(llm, reference):
+    """Different prompts, gen lengths and decoding parameters share the engine's steps."""
+    cases = [dict(gen_length=16, block_length=8), dict(gen_length=48, block_length=16,
+             steps=24), dict(gen_length=32, block_length=32, threshold=0.1),
+             dict(gen_length=24, block_length=8, temperature=0.9, seed=4, remasking="random")]
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS],
+                        [sampling(**dict(c)) for c in cases], use_tqdm=False)
+    for prompt, case, out in zip(PROMPTS, cases, outs):
+        assert list(out.outputs[0].token_ids) == expected(reference, prompt, **case)
+
+
+def test_eos_stops_and_length_caps(llm, reference):
+    """Output is cut at the first EOS (finish_reason stop), max_tokens caps it (length)."""
+    case = dict(gen_length=64, block_length=8)
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(**case),
+                        use_tqdm=False)
+    reasons = {o.outputs[0].finish_reason for o in outs}
+    assert "stop" in reasons, "the EOS-boosted test model should stop early on some prompt"
+    for out in outs:
+        ids = out.outputs[0].token_ids
+        if out.outputs[0].finish_reason == "stop":
+            assert ids[-1] == reference.config.eos_token_id and ids.count(0) == 1
+    capped = llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(max_tokens=5, **case),
+                          use_tqdm=False)[0].outputs[0]
+    assert list(capped.token_ids) == expected(reference, PROMPTS[0], max_tokens=5, **case)
+    assert len(capped.token_ids) <= 5
+
+
+def test_seeded_sampling_is_reproducible(llm):
+    case = dict(gen_length=16, block_length=8, temperature=1.0, seed=123)
+    first = llm.generate([{"prompt_token_ids": PROMPTS[2]}], sampling(**dict(case)),
+                         use_tqdm=False)[0].outputs[0].token_ids
+    again = llm.generate([{"prompt_token_ids": PROMPTS[2]}], sampling(**dict(case)),
+                         use_tqdm=False)[0].outputs[0].token_ids
+    assert list(first) == list(again)
+
+
+@pytest.mark.parametrize("bad, param", [
+    (dict(gen_length=30, block_length=8), "gen_length"),
+    (dict(gen_length=32, block_length=8, steps=6), "steps"),
+    (dict(remasking="nope"), "remasking"),
+    (dict(gen_length=MAX_MODEL_LEN, block_length=8), "prompt"),
+])
+def test_bad_requests_raise_naming_the_parameter_and_engine_survives(llm, reference, bad, param):
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises(VLLMValidationError) as e:
+        llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(**bad), use_tqdm=False)
+    assert e.value.parameter == param and param in str(e.value)
+    ok = llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(gen_length=8, block_length=8),
+                      use_tqdm=False)[0].outputs[0].token_ids
+    assert list(ok) == expected(reference, PROMPTS[0], gen_length=8, block_length=8)
+
+
+def test_unsupported_sampling_option_is_rejected(llm):
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises(VLLMValidationError, match="top_p"):
+        llm.generate([{"prompt_token_ids": PROMPTS[0]}], SamplingParams(top_p=0.5),
+                     use_tqdm=False)
