@@ -1,0 +1,132 @@
+"""`vllm serve` on 127.0.0.1 with the plugin: OpenAI endpoints, streaming, 400s that name the
+parameter, and a server that keeps serving after bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from vllm_elastic.params import DiffusionParams
+from vllm_elastic.reference import cut_at_eos, generate
+
+MAX_MODEL_LEN = 128
+DIFFUSION = {"gen_length": 32, "block_length": 8}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("serve") / "server.log", "w+")
+    vllm_cli = os.path.join(os.path.dirname(sys.executable), "vllm")
+    proc = subprocess.Popen(
+        [vllm_cli, "serve", tiny_model, "--host", "127.0.0.1", "--port", str(port),
+         "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+         "--additional-config", json.dumps({"diffusion": DIFFUSION})],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read()[-4000:]}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("vllm serve did not become healthy in 240 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)  # only the process group we started
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def post(server, path, body):
+    return requests.post(server + path, json={"model": served_name(server), **body}, timeout=120)
+
+
+def served_name(server, _cache={}):
+    if server not in _cache:
+        _cache[server] = requests.get(server + "/v1/models", timeout=10).json()["data"][0]["id"]
+    return _cache[server]
+
+
+def oracle(reference, prompt_ids, **overrides):
+    params = DiffusionParams(**{**DIFFUSION, **overrides})
+    return cut_at_eos(generate(reference, prompt_ids, params), reference.config.eos_token_id)
+
+
+def test_completions_match_offline_oracle(server, reference, tokenizer):
+    prompt = "The quick brown fox"
+    r = post(server, "/v1/completions", {"prompt": prompt, "max_tokens": 32,
+                                         "return_token_ids": True})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    ids = tokenizer(prompt)["input_ids"]
+    want = oracle(reference, ids)
+    assert choice["token_ids"] == want
+    assert choice["text"] == tokenizer.decode(want, skip_special_tokens=True)
+
+
+def test_chat_completions_with_per_request_overrides(server, reference, tokenizer):
+    messages = [{"role": "user", "content": "What is 3 plus 4?"}]
+    xargs = {"gen_length": 16, "block_length": 16, "steps": 8, "threshold": 0.2}
+    r = post(server, "/v1/chat/completions", {"messages": messages, "vllm_xargs": xargs,
+                                              "return_token_ids": True})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                               return_dict=False)
+    want = oracle(reference, prompt_ids, **xargs)
+    assert choice["token_ids"] == want
+    assert choice["message"]["content"] == tokenizer.decode(want, skip_special_tokens=True)
+
+
+def test_streaming_delivers_the_same_text_in_several_chunks(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 32}  # 32 tokens, no early EOS
+    whole = post(server, "/v1/completions", body).json()["choices"][0]["text"]
+    r = requests.post(server + "/v1/completions", stream=True, timeout=120,
+                      json={"model": served_name(server), "stream": True, **body})
+    assert r.status_code == 200
+    chunks = []
+    for line in r.iter_lines():
+        if line.startswith(b"data: ") and line != b"data: [DONE]":
+            chunks.append(json.loads(line[6:])["choices"][0]["text"])
+    assert len(chunks) > 1 and "".join(chunks) == whole
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": "x " * 120, "max_tokens": 8}, "prompt"),                  # canvas too long
+    ({"prompt": "hi", "vllm_xargs": {"gen_length": 30}}, "gen_length"),   # not a multiple
+    ({"prompt": "hi", "vllm_xargs": {"steps": 6}}, "steps"),              # 4 blocks
+    ({"prompt": "hi", "vllm_xargs": {"remasking": "lowest"}}, "remasking"),
+    ({"prompt": "hi", "temperature": -1.0}, "temperature"),
+    ({"prompt": "hi", "temperature": 0.5, "top_p": 0.5}, "top_p"),  # (greedy ignores top_p)
+])
+def test_bad_input_is_400_naming_the_parameter_then_server_still_serves(server, body, param):
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 400, r.text
+    assert param in r.json()["error"]["message"]
+    ok = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 32})
+    assert ok.status_code == 200 and ok.json()["choices"][0]["finish_reason"] in ("stop",
+                                                                                  "length")
