@@ -134,3 +134,53 @@ def test_unsupported_sampling_option_is_rejected(llm):
     with pytest.raises(VLLMValidationError, match="top_p"):
         llm.generate([{"prompt_token_ids": PROMPTS[0]}], SamplingParams(top_p=0.5),
                      use_tqdm=False)
+
+
+def test_offline_batch_script_reports_bad_lines_and_resumes(llm, reference, tmp_path):
+    """examples/offline_batch.py: input order kept, malformed lines reported with their line
+    numbers while the rest run, and a rerun does not redo finished lines."""
+    import importlib.util
+    import json
+    import pathlib
+
+    script = pathlib.Path(__file__).parents[1] / "examples" / "offline_batch.py"
+    spec = importlib.util.spec_from_file_location("offline_batch", script)
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": "a", "prompt": "The quick brown fox"}), "{not json",
+             json.dumps({"id": "c", "prompt": "hi", "gen_length": 30}),
+             json.dumps({"id": "d", "messages": [{"role": "user", "content": "Hello"}]})]
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.jsonl"
+    args = batch.parse_args([str(src), str(out), "--gen-length", "16", "--block-length", "8",
+                             "--chunk", "2"])
+    rows = batch.process(args, llm)
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert "line 2" in rows[1]["error"] and "gen_length" in rows[2]["error"]
+    tok = llm.get_tokenizer()
+    ids = tok("The quick brown fox")["input_ids"]
+    want = cut_at_eos(generate(reference, ids, DiffusionParams(gen_length=16, block_length=8)),
+                      reference.config.eos_token_id)
+    assert rows[0]["token_ids"] == want and rows[3]["finish_reason"] in ("stop", "length")
+
+    # Resume: drop the last result as if the run had been interrupted; only it is redone.
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    counting = CountingLLM(llm)
+    assert batch.process(args, counting) == rows
+    assert counting.prompts == 1
+
+
+class CountingLLM:
+    """Counts the prompts that reach the engine."""
+
+    def __init__(self, llm):
+        self.llm, self.prompts = llm, 0
+
+    def generate(self, prompts, params, **kwargs):
+        self.prompts += len(prompts)
+        return self.llm.generate(prompts, params, **kwargs)
+
+    def get_tokenizer(self):
+        return self.llm.get_tokenizer()
