@@ -5,14 +5,14 @@ import torch
 
 from vllm_elastic.decoding import Canvas
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import generate
+from vllm_elastic.reference import cut_at_eos, generate
 
 
 def run_canvas(model, prompt, params):
-    canvas = Canvas(prompt, params, model.config.mask_token_id)
+    canvas = Canvas(prompt, params, model.config.mask_token_id, model.config.eos_token_id)
     released = []
     while not canvas.finished:
-        rows = list(canvas.query_positions())
+        rows = canvas.commit_positions()
         logits = model(canvas.tokens[None])[0, rows]
         released += canvas.step(logits)
     return canvas, released
@@ -24,6 +24,10 @@ def run_canvas(model, prompt, params):
     DiffusionParams(gen_length=24, block_length=8, steps=6, remasking="random", temperature=0.8,
                     seed=5),
     DiffusionParams(gen_length=16, block_length=8, threshold=0.3),
+    DiffusionParams(gen_length=32, schedule="window", window_length=8, threshold=0.3),
+    DiffusionParams(gen_length=32, schedule="window", window_length=4, tokens_per_iter=2),
+    DiffusionParams(gen_length=24, schedule="window", window_length=8, threshold=0.5,
+                    temperature=0.7, seed=9, remasking="random"),
 ])
 @torch.no_grad()
 def test_canvas_matches_reference_and_releases_everything_in_order(reference, params):
@@ -31,4 +35,7 @@ def test_canvas_matches_reference_and_releases_everything_in_order(reference, pa
     canvas, released = run_canvas(reference, prompt, params)
     expected = generate(reference, prompt, params)
     assert canvas.tokens[len(prompt):].tolist() == expected
-    assert released == expected  # every token released exactly once, left to right
+    # Released once each, left to right, and everything up to the first EOS is released.
+    eos = reference.config.eos_token_id
+    assert released == expected[: len(released)]
+    assert cut_at_eos(released, eos) == cut_at_eos(expected, eos)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 REMASKING_CHOICES = ("low_confidence", "random")
+SCHEDULE_CHOICES = ("blocks", "window")
+CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
 
 # extra_args keys we read; anything else in extra_args is left alone for other plugins.
-EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold")
+EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
+                  "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
+                  "refresh_interval", "full_update")
 
 
 class DiffusionParamError(ValueError):
@@ -39,6 +43,22 @@ class DiffusionParams:
     threshold: float | None = None
     temperature: float = 0.0
     seed: int | None = None
+    # Which masked positions may be committed each step: LLaDA's `blocks` (top-k schedule, or
+    # Fast-dLLM's threshold), or Elastic-Cache's `window` of the leftmost masked positions
+    # (commit every one with confidence >= min(threshold, max confidence), or the top
+    # `tokens_per_iter` when threshold is null).
+    schedule: str = "blocks"
+    window_length: int = 16
+    tokens_per_iter: int = 1
+    # Which tokens go through which layers, and which cached state is reused (cache/).
+    cache_policy: str = "none"
+    gamma: float = 0.9  # elastic: refresh deeper layers when attention similarity < gamma
+    track_num: int = 1  # elastic: most-attended tokens tracked per layer
+    # prefix/dual: full refresh every `refresh_interval` steps as well as at each block start
+    # (1 makes them recompute everything: their exact, degenerate setting); null = never.
+    refresh_interval: int | None = None
+    # elastic: every layer in update mode at every step (its exact, degenerate setting).
+    full_update: bool = False
 
     @property
     def num_steps(self) -> int:
@@ -55,6 +75,36 @@ class DiffusionParams:
     def validate(self) -> "DiffusionParams":
         _check_int("gen_length", self.gen_length, minimum=1)
         _check_int("block_length", self.block_length, minimum=1)
+        _check_choice("remasking", self.remasking, REMASKING_CHOICES)
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0
+        ):
+            raise DiffusionParamError(
+                "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
+            )
+        _check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        if self.schedule == "blocks":  # the window schedule has no blocks and no step budget
+            self._validate_blocks()
+        _check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
+        _check_int("window_length", self.window_length, minimum=1)
+        _check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
+        _check_int("track_num", self.track_num, minimum=1)
+        if self.refresh_interval is not None:
+            _check_int("refresh_interval", self.refresh_interval, minimum=1)
+        if not (isinstance(self.gamma, (int, float)) and 0.0 <= self.gamma <= 1.0):
+            raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
+                                               f"{self.gamma!r}")
+        if not isinstance(self.full_update, bool):
+            raise DiffusionParamError("full_update", f"full_update must be true or false, got "
+                                                     f"{self.full_update!r}")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise DiffusionParamError(
+                "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
+            )
+        return self
+
+    def _validate_blocks(self) -> None:
         if self.gen_length % self.block_length:
             raise DiffusionParamError(
                 "gen_length",
@@ -69,23 +119,6 @@ class DiffusionParams:
                     f"steps ({self.steps}) must be divisible by the number of blocks "
                     f"(gen_length / block_length = {self.num_blocks})",
                 )
-        if self.remasking not in REMASKING_CHOICES:
-            raise DiffusionParamError(
-                "remasking",
-                f"remasking must be one of {list(REMASKING_CHOICES)}, got {self.remasking!r}",
-            )
-        if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0
-        ):
-            raise DiffusionParamError(
-                "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
-            )
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-                and self.temperature >= 0):
-            raise DiffusionParamError(
-                "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
-            )
-        return self
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "DiffusionParams":
         """Apply overrides (only known keys), coercing HTTP's JSON values, then validate."""
@@ -105,14 +138,22 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise DiffusionParamError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise DiffusionParamError(name, f"{name} must be one of {list(choices)}, got {value!r}")
+
+
 def _coerce(name: str, value: Any) -> Any:
     # HTTP clients send 32.0 for 32 or "32"; accept exact integers, reject the rest in validate().
-    if name in ("gen_length", "block_length", "steps") and value is not None:
+    if name == "full_update" and value in (0, 1) and not isinstance(value, float):
+        return bool(value)  # HTTP's vllm_xargs turns JSON true into 1
+    if name in ("gen_length", "block_length", "steps", "window_length", "tokens_per_iter",
+                "track_num", "refresh_interval") and value is not None:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-    if name in ("threshold", "temperature") and isinstance(value, str):
+    if name in ("threshold", "temperature", "gamma") and isinstance(value, str):
         try:
             return float(value)
         except ValueError:

@@ -109,6 +109,10 @@ def check_request(prompt_len: int, sampling_params) -> None:
             f"the diffusion extra args (gen_length, block_length, steps, remasking, threshold)")
     params = request_params(_served.defaults, sampling_params.extra_args,
                             sampling_params.temperature, sampling_params.seed)
+    if params.schedule == "window" and sampling_params.ignore_eos:
+        raise DiffusionParamError(
+            "ignore_eos", "ignore_eos is not supported with schedule='window': Elastic-Cache's "
+            "window schedule stops decoding at the first EOS; use schedule='blocks'")
     limit = _served.max_model_len
     if prompt_len + params.gen_length > limit:
         raise DiffusionParamError(

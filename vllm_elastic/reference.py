@@ -5,14 +5,15 @@ No vLLM, no cache. The module tree mirrors the official checkpoint's weight name
 as it is. The same module is what `training/` trains.
 
 `generate` follows LLaDA's `generate()` (DESIGN.md section 4) written the way the official code
-is: the whole canvas through the model every step. Two definitions are ours, and the vLLM
-path follows them too:
+is: the whole canvas through the model every step; with `schedule="window"` it follows
+Elastic-Cache's sliding-window schedule, still with no cache (the `none` policy's oracle).
+Two definitions are ours, and the vLLM path follows them too:
   * the MASK token's logit is excluded (-inf) before sampling and confidence, so a position can
     never "commit" the MASK id (LLaDA's code allows it; trained models never pick it);
   * randomness comes from one torch.Generator per request seeded with the request's seed:
-    each step draws float64 uniforms for the Gumbel noise of the current block's rows
-    ([block_length, vocab]) when temperature > 0, then, with `random` remasking, one float64
-    uniform per block row. Ties in confidence go to the lower position.
+    each step draws float64 uniforms for the Gumbel noise of the rows being decoded (the
+    block's or the window's, [rows, vocab]) when temperature > 0, then, with `random`
+    remasking, one float64 uniform per row. Ties in confidence go to the lower position.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vllm_elastic.decoding import transfer_schedule
+from vllm_elastic.decoding import sample_and_score, transfer_schedule
 from vllm_elastic.llada_config import LLaDAConfig
 from vllm_elastic.params import DiffusionParams
 
@@ -129,28 +130,32 @@ class ReferenceLLaDA(nn.Module):
 def generate(
     model: ReferenceLLaDA, prompt_ids: list[int], params: DiffusionParams,
 ) -> list[int]:
-    """LLaDA's generate for one prompt: returns the gen_length canvas tokens (not cut at EOS)."""
+    """Decode one prompt with no cache; returns the gen_length canvas tokens (not cut at EOS)."""
     params.validate()
-    mask_id = model.config.mask_token_id
     gen = torch.Generator().manual_seed(params.seed if params.seed is not None else 0)
-    p_len, blk = len(prompt_ids), params.block_length
-    x = torch.tensor([prompt_ids + [mask_id] * params.gen_length])
+    x = torch.tensor([prompt_ids + [model.config.mask_token_id] * params.gen_length])
+    if params.schedule == "window":
+        _generate_window(model, x, len(prompt_ids), params, gen)
+    else:
+        _generate_blocks(model, x, len(prompt_ids), params, gen)
+    return x[0, len(prompt_ids):].tolist()
+
+
+def _sample(model, logits, params, gen):
+    # The sampling convention (MASK excluded, float64, noise order) is shared with the worker.
+    return sample_and_score(logits, params, model.config.mask_token_id, gen)
+
+
+def _generate_blocks(model, x, p_len, params, gen) -> None:
+    """LLaDA's generate: blocks left to right, top-k split of the steps (or Fast-dLLM's
+    threshold) inside each block."""
+    mask_id, blk = model.config.mask_token_id, params.block_length
     for b in range(params.num_blocks):
         lo, hi = p_len + b * blk, p_len + (b + 1) * blk
         schedule = transfer_schedule(int((x[0, lo:hi] == mask_id).sum()), params.steps_per_block)
         step = 0
         while bool((x[0, lo:hi] == mask_id).any()):
-            logits = model(x)[0, lo:hi].double()
-            logits[:, mask_id] = float("-inf")
-            if params.temperature > 0:
-                noise = torch.rand(logits.shape, dtype=torch.float64, generator=gen)
-                x0 = (logits - params.temperature * torch.log(-torch.log(noise))).argmax(-1)
-            else:
-                x0 = logits.argmax(-1)
-            if params.remasking == "low_confidence":
-                conf = F.softmax(logits, dim=-1).gather(-1, x0[:, None])[:, 0]
-            else:
-                conf = torch.rand(blk, dtype=torch.float64, generator=gen)
+            x0, conf = _sample(model, model(x)[0, lo:hi], params, gen)
             masked = x[0, lo:hi] == mask_id
             conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
             order = torch.sort(conf, descending=True, stable=True).indices
@@ -162,7 +167,31 @@ def generate(
             for i in chosen:
                 x[0, lo + i] = x0[i]
             step += 1
-    return x[0, p_len:].tolist()
+
+
+def _generate_window(model, x, p_len, params, gen) -> None:
+    """Elastic-Cache's schedule without a cache: each step decode the window_length leftmost
+    masked positions; commit those with confidence >= min(threshold, max confidence), or the
+    top tokens_per_iter. After an EOS is committed, masks after the first EOS are dropped."""
+    mask_id, eos_id = model.config.mask_token_id, model.config.eos_token_id
+    limit = x.shape[1]
+    while True:
+        masked = [p for p in range(p_len, limit) if int(x[0, p]) == mask_id]
+        if not masked:
+            return
+        window = masked[: params.window_length]
+        x0, conf = _sample(model, model(x)[0, window], params, gen)
+        order = sorted(range(len(window)), key=lambda i: (-float(conf[i]), i))
+        if params.threshold is None:
+            chosen = order[: params.tokens_per_iter]
+        else:
+            bar = min(params.threshold, float(conf[order[0]]))
+            chosen = [i for i in order if float(conf[i]) >= bar]
+        for i in chosen:
+            x[0, window[i]] = x0[i]
+        eos = [p for p in range(p_len, x.shape[1]) if int(x[0, p]) == eos_id]
+        if eos:
+            limit = min(limit, eos[0] + 1)
 
 
 def cut_at_eos(token_ids: list[int], eos_token_id: int) -> list[int]:

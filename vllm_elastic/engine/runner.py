@@ -33,6 +33,7 @@ class DiffusionModelRunner(_BaseRunner):
         super().__init__(vllm_config, device)
         self.defaults = server_defaults(vllm_config.additional_config)
         self.mask_id = vllm_config.model_config.hf_config.mask_token_id
+        self.eos_id = vllm_config.model_config.hf_config.eos_token_id
         self.canvases: dict[str, Canvas] = {}
         self.kv_slots: dict[str, torch.Tensor] = {}
 
@@ -48,7 +49,7 @@ class DiffusionModelRunner(_BaseRunner):
             sp = new.sampling_params
             params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
             prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
-            canvas = Canvas(prompt, params, self.mask_id)
+            canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
             self.canvases[new.req_id] = canvas
             self.kv_slots[new.req_id] = self._slots(new.block_ids[0], canvas.length)
         cached = scheduler_output.scheduled_cached_reqs
@@ -80,7 +81,7 @@ class DiffusionModelRunner(_BaseRunner):
         positions = torch.cat([torch.arange(c.length) for c in canvases]).to(self.device)
         with set_forward_context(batch, self.vllm_config):
             hidden = self.model(input_ids=input_ids, positions=positions)
-        rows = [torch.tensor(c.query_positions()) + s for c, s in zip(canvases, starts)]
+        rows = [c.commit_positions() + s for c, s in zip(canvases, starts)]
         logits = self.model.compute_logits(hidden[torch.cat(rows)]).float().cpu()
         sampled, offset = [], 0
         for c, r in zip(canvases, rows):
