@@ -3,18 +3,20 @@
 Each model layer owns one `DiffusionAttention`. vLLM discovers it through the static forward
 context (it is an `AttentionLayerBase`), asks it for a KV cache spec, allocates pages for it in
 the shared KV buffer, and binds the layer's page view to `self.kv_cache`. The page layout is
-ours and plain: one row per token slot holding [K | V] for this rank's KV heads, so any policy
-may read or rewrite cached K/V by slot (CPU_ATTN's own K layout is ISA-specific and transposed,
-DESIGN.md 2b). Slots come from the request's block table: slot = block_id * block_size + offset.
+ours and plain: one row per token slot holding [K | V | Q | H]: this rank's K and V heads, its
+Q heads (after RoPE) and the layer's input hidden state, so cache policies can read or rewrite
+any of them by slot (CPU_ATTN's own K layout is ISA-specific and transposed, DESIGN.md 2b).
+Slots come from the request's block table: slot = block_id * block_size + offset.
 
 The attention math is torch's SDPA over the gathered keys of each request's canvas: queries are
 any subset of the canvas (all of it under full recompute), keys are the whole canvas, no mask.
 On CUDA, xformers' memory-efficient kernel takes over when it is installed (`_attend`).
+When a request's policy asks (`Probe`), the layer also computes attention statistics for it:
+the drift similarity of tracked tokens and the window rows' attention mass (Elastic-Cache),
+summed across tensor-parallel ranks so every rank takes the same decision.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,20 +26,12 @@ from vllm.config import VllmConfig
 from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
 from vllm.v1.attention.backend import AttentionBackend, AttentionMetadataBuilder
+from vllm.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_reduce
+from vllm.model_executor.models.utils import extract_layer_index
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec
 
-
-@dataclass
-class DiffusionBatch:
-    """What every attention layer needs to know about this step's batch.
-
-    Requests are laid out one after another in the flat token batch; request r owns query rows
-    query_start_loc[r]:query_start_loc[r+1].
-    """
-
-    slot_mapping: torch.Tensor  # [T] KV slot of each query row (where its new K/V go)
-    query_start_loc: list[int]  # [R+1]
-    kv_slots: list[torch.Tensor]  # per request: slots of its whole canvas, position order
+from vllm_elastic.batch import DiffusionBatch, RequestPass
+from vllm_elastic.cache import LayerStats, Probe
 
 
 class DiffusionMetadataBuilder(AttentionMetadataBuilder):
@@ -72,12 +66,17 @@ class DiffusionAttentionBackend(AttentionBackend):
 
 
 class DiffusionAttention(nn.Module, AttentionLayerBase):
-    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, vllm_config: VllmConfig,
-                 prefix: str) -> None:
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, hidden_size: int,
+                 vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.kv_size = num_kv_heads * head_dim
+        self.kv_size, self.q_size, self.hidden_size = num_kv_heads * head_dim, num_heads * head_dim, hidden_size
+        # Row layout: [K | V | Q | H].
+        self.q_col = 2 * self.kv_size
+        self.h_col = self.q_col + self.q_size
+        self.row_size = self.h_col + hidden_size
         self.layer_name = prefix
+        self.layer_index = extract_layer_index(prefix)
         self.dtype = vllm_config.model_config.dtype
         self.block_size = vllm_config.cache_config.block_size
         self.kv_cache = torch.tensor([])
@@ -91,16 +90,22 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return DiffusionAttentionBackend
 
     def get_kv_cache_spec(self, vllm_config: VllmConfig) -> KVCacheSpec:
-        # One "head slot" per token row holding [K | V] of all local KV heads: a plain layout.
-        row_bytes = 2 * self.kv_size * self.dtype.itemsize
+        # One "head slot" per token: a plain row of [K | V | Q | H] for this rank.
+        row_bytes = self.row_size * self.dtype.itemsize
         return FullAttentionSpec(
             block_size=self.block_size, num_kv_heads=self.num_kv_heads, head_size=self.head_dim,
             dtype=self.dtype, non_causal=True, num_head_slots=1, state_content_bytes=row_bytes,
         )
 
     def token_rows(self) -> torch.Tensor:
-        """This layer's pages as [num_slots, 2 * kv_size]: row = block_id * block_size + offset."""
-        return self.kv_cache.view(-1, 2 * self.kv_size)
+        """This layer's pages as [num_slots, row_size]: row = block_id * block_size + offset."""
+        return self.kv_cache.view(-1, self.row_size)
+
+    def write_hidden(self, slots: torch.Tensor, hidden: torch.Tensor) -> None:
+        self.token_rows()[slots, self.h_col:] = hidden
+
+    def read_hidden(self, slots: torch.Tensor) -> torch.Tensor:
+        return self.token_rows()[slots, self.h_col:]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch = get_forward_context().attn_metadata
@@ -108,15 +113,54 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
             # vLLM's profiling/dummy runs: no pages, one bidirectional sequence.
             return self._attend(q, k, v)
         rows = self.token_rows()
-        rows[batch.slot_mapping, : self.kv_size] = k
-        rows[batch.slot_mapping, self.kv_size:] = v
+        probes = [p.policy.probe(self.layer_index) for p in batch.passes]
+        # The drift test compares with K and Q as the cache held them before this step.
+        before = [self._snapshot(rows, p, probe) for p, probe in zip(batch.passes, probes)]
+        slots = batch.slot_mapping
+        rows[slots, : self.kv_size] = k
+        rows[slots, self.kv_size: self.q_col] = v
+        rows[slots, self.q_col: self.h_col] = q
         out = torch.empty_like(q)
-        starts = batch.query_start_loc
-        for r, slots in enumerate(batch.kv_slots):
-            kv = rows[slots]
-            s, e = starts[r], starts[r + 1]
-            out[s:e] = self._attend(q[s:e], kv[:, : self.kv_size], kv[:, self.kv_size:])
+        for r, p in enumerate(batch.passes):
+            kv = rows[p.slots]
+            keys, values = kv[:, : self.kv_size], kv[:, self.kv_size: self.q_col]
+            s, e = batch.query_start_loc[r], batch.query_start_loc[r + 1]
+            out[s:e] = self._attend(q[s:e], keys, values)
+            if probes[r] is not None:
+                p.policy.observe(self.layer_index,
+                                 self._stats(rows, p, probes[r], keys, before[r]))
         return out
+
+    def _snapshot(self, rows: torch.Tensor, p: RequestPass, probe: Probe | None):
+        if probe is None or probe.tracked.numel() == 0:
+            return None
+        old_q = rows[p.slots[probe.tracked], self.q_col: self.h_col].clone()
+        return old_q, rows[p.slots, : self.kv_size].clone()
+
+    def _stats(self, rows, p: RequestPass, probe: Probe, keys, before) -> LayerStats:
+        similarity = mass = None
+        if before is not None:
+            old_q, old_k = before
+            new = self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col], keys)
+            old = self._probs(old_q, old_k)
+            # Cosine similarity along the head axis (as the authors' code takes it); the sums
+            # over heads are added across TP ranks first so every rank decides alike.
+            parts = _tp_sum(torch.stack([(new * old).sum(0), (new * new).sum(0),
+                                         (old * old).sum(0)]))
+            cos = parts[0] / (parts[1].sqrt() * parts[2].sqrt()).clamp_min(1e-8)
+            similarity = float(cos.mean())
+        if probe.window.numel():
+            window_q = rows[p.slots[probe.window], self.q_col: self.h_col]
+            mass = _tp_sum(self._probs(window_q, keys).sum(dim=(0, 1)))
+        return LayerStats(similarity=similarity, attention_mass=mass)
+
+    def _probs(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Attention weights [heads, n, L] of queries q [n, Hq*D] over keys k [L, Hkv*D]."""
+        qh = q.float().view(q.shape[0], self.num_heads, self.head_dim).transpose(0, 1)
+        kh = k.float().view(k.shape[0], self.num_kv_heads, self.head_dim).transpose(0, 1)
+        if self.num_kv_heads != self.num_heads:
+            kh = kh.repeat_interleave(self.num_heads // self.num_kv_heads, 0)
+        return torch.softmax(qh @ kh.transpose(1, 2) * self.head_dim ** -0.5, dim=-1)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [n, Hq*D], k/v [L, Hkv*D] -> [n, Hq*D], every query sees every key."""
@@ -133,6 +177,13 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
             return out.reshape(n, -1)
         out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=False)
         return out.transpose(0, 1).reshape(n, -1)
+
+
+def _tp_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a per-rank statistic over tensor-parallel ranks (heads are split across them)."""
+    if get_tensor_model_parallel_world_size() > 1:
+        return tensor_model_parallel_all_reduce(t.contiguous())
+    return t
 
 
 try:  # the CUDA fast path; absent on CPU machines

@@ -18,7 +18,8 @@ from vllm.forward_context import set_forward_context
 from vllm.platforms import current_platform
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
 
-from vllm_elastic.attention import DiffusionBatch
+from vllm_elastic.batch import DiffusionBatch, RequestPass
+from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding import Canvas
 from vllm_elastic.params import request_params, server_defaults
 
@@ -35,6 +36,8 @@ class DiffusionModelRunner(_BaseRunner):
         self.mask_id = vllm_config.model_config.hf_config.mask_token_id
         self.eos_id = vllm_config.model_config.hf_config.eos_token_id
         self.canvases: dict[str, Canvas] = {}
+        self.policies: dict[str, CachePolicy] = {}
+        self.num_layers = vllm_config.model_config.hf_config.n_layers
         self.kv_slots: dict[str, torch.Tensor] = {}
 
     # Nothing to warm up or capture: the model runs eagerly, steps are data-dependent.
@@ -44,6 +47,7 @@ class DiffusionModelRunner(_BaseRunner):
     def _sync_requests(self, scheduler_output) -> None:
         for req_id in scheduler_output.finished_req_ids:
             self.canvases.pop(req_id, None)
+            self.policies.pop(req_id, None)
             self.kv_slots.pop(req_id, None)
         for new in scheduler_output.scheduled_new_reqs:
             sp = new.sampling_params
@@ -51,6 +55,7 @@ class DiffusionModelRunner(_BaseRunner):
             prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
             canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
             self.canvases[new.req_id] = canvas
+            self.policies[new.req_id] = make_policy(params, self.num_layers)
             self.kv_slots[new.req_id] = self._slots(new.block_ids[0], canvas.length)
         cached = scheduler_output.scheduled_cached_reqs
         for req_id, new_blocks in zip(cached.req_ids, cached.new_block_ids):
@@ -67,26 +72,33 @@ class DiffusionModelRunner(_BaseRunner):
     @torch.inference_mode()
     def execute_model(self, scheduler_output, intermediate_tensors=None) -> ModelRunnerOutput:
         self._sync_requests(scheduler_output)
-        req_ids = list(scheduler_output.num_scheduled_tokens)
+        req_ids = [r for r in scheduler_output.num_scheduled_tokens
+                   if not self.canvases[r].finished]
         if not req_ids:
-            return EMPTY_MODEL_RUNNER_OUTPUT
+            return self._output(list(scheduler_output.num_scheduled_tokens), {})
         canvases = [self.canvases[r] for r in req_ids]
-        starts = [0]
-        for c in canvases:
-            starts.append(starts[-1] + c.length)
-        slots = [self.kv_slots[r] for r in req_ids]
-        batch = DiffusionBatch(slot_mapping=torch.cat(slots), query_start_loc=starts,
-                               kv_slots=slots)
-        input_ids = torch.cat([c.tokens for c in canvases]).to(self.device)
-        positions = torch.cat([torch.arange(c.length) for c in canvases]).to(self.device)
+        passes = [RequestPass(policy=self.policies[r], slots=self.kv_slots[r],
+                              active=self.policies[r].begin_step(c))
+                  for r, c in zip(req_ids, canvases)]
+        batch = DiffusionBatch(passes, self.device)
+        input_ids = torch.cat([c.tokens[p.active] for c, p in zip(canvases, passes)])
         with set_forward_context(batch, self.vllm_config):
-            hidden = self.model(input_ids=input_ids, positions=positions)
-        rows = [c.commit_positions() + s for c, s in zip(canvases, starts)]
-        logits = self.model.compute_logits(hidden[torch.cat(rows)]).float().cpu()
-        sampled, offset = [], 0
-        for c, r in zip(canvases, rows):
-            sampled.append(c.step(logits[offset: offset + len(r)]) if not c.finished else [])
-            offset += len(r)
-        return ModelRunnerOutput(req_ids=req_ids,
-                                 req_id_to_index={r: i for i, r in enumerate(req_ids)},
-                                 sampled_token_ids=sampled)
+            hidden = self.model(input_ids=input_ids.to(self.device), positions=batch.positions)
+        wanted = [c.commit_positions() for c in canvases]
+        rows = torch.cat([batch.output_rows(i, w) for i, w in enumerate(wanted)])
+        logits = self.model.compute_logits(hidden[rows.to(self.device)]).float().cpu()
+        released, offset = {}, 0
+        for r, c, w in zip(req_ids, canvases, wanted):
+            released[r] = c.step(logits[offset: offset + len(w)])
+            self.policies[r].end_step(c)
+            offset += len(w)
+        return self._output(list(scheduler_output.num_scheduled_tokens), released)
+
+    def _output(self, req_ids: list[str], released: dict[str, list[int]]) -> ModelRunnerOutput:
+        output = ModelRunnerOutput(req_ids=req_ids,
+                                   req_id_to_index={r: i for i, r in enumerate(req_ids)},
+                                   sampled_token_ids=[released.get(r, []) for r in req_ids])
+        # Per-request compute accounting rides along to the scheduler (engine/stats.py).
+        output.diffusion_accounting = {r: self.policies[r].accounting.as_dict()
+                                       for r in req_ids}
+        return output

@@ -30,6 +30,7 @@ class DiffusionScheduler(Scheduler):
         self.mask_id = vllm_config.model_config.hf_config.mask_token_id
         # The number of MASK ids appended to each request: where its answer starts.
         self.gen_lengths: dict[str, int] = {}
+        self.accounting: dict[str, dict] = {}
         # The worker returns final tokens in place; no context slot is reserved for a new one.
         self.num_sampled_tokens_per_step = 0
 
@@ -74,6 +75,16 @@ class DiffusionScheduler(Scheduler):
                 break
         return new_token_ids, stopped
 
+    def update_from_output(self, scheduler_output, model_runner_output):
+        # The worker's per-request compute accounting (latest value wins).
+        self.accounting.update(getattr(model_runner_output, "diffusion_accounting", None) or {})
+        return super().update_from_output(scheduler_output, model_runner_output)
+
     def _free_request(self, request: Request, *args, **kwargs):
         self.gen_lengths.pop(request.request_id, None)
-        return super()._free_request(request, *args, **kwargs)
+        accounting = self.accounting.pop(request.request_id, None)
+        kv_transfer_params, ec_transfer_params = super()._free_request(request, *args, **kwargs)
+        if accounting is not None and kv_transfer_params is None:
+            # Reaches RequestOutput.kv_transfer_params and non-streaming HTTP responses.
+            kv_transfer_params = {"diffusion": accounting}
+        return kv_transfer_params, ec_transfer_params

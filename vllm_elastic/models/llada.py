@@ -16,6 +16,7 @@ from torch import nn
 
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
+from vllm.forward_context import get_forward_context, is_forward_context_available
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import (
@@ -32,6 +33,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
 from vllm_elastic.attention import DiffusionAttention
+from vllm_elastic.batch import DiffusionBatch
 
 
 class LLaDAAttention(nn.Module):
@@ -53,7 +55,7 @@ class LLaDAAttention(nn.Module):
             rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
         )
         self.attn = DiffusionAttention(self.num_heads, self.num_kv_heads, self.head_dim,
-                                       vllm_config, prefix=f"{prefix}.attn")
+                                       config.d_model, vllm_config, prefix=f"{prefix}.attn")
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         qkv, _ = self.qkv_proj(hidden)
@@ -104,7 +106,12 @@ class LLaDAModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.wte(input_ids)
+        batch = get_forward_context().attn_metadata if is_forward_context_available() else None
         for block in self.blocks:
+            if isinstance(batch, DiffusionBatch):
+                # The step's cache policies may store inputs or widen the rows (a refresh).
+                x, positions = batch.enter_layer(block.attention.attn.layer_index, x,
+                                                 block.attention.attn)
             x = block(positions, x)
         return self.ln_f(x)
 

@@ -8,9 +8,11 @@ t ~ U(0, 1) per example; cross-entropy on masked positions weighted by 1/p and n
 example's answer length (answer + EOS padding), averaged over the batch.
 
 Canvases: the answer is EOS-padded to a fixed generation length G (prompt + G tokens, then
-EOS-padded to the batch's longest row). Most batches use G = --gen-length (64); a fraction
---long-frac uses G in 128/256/512 (with fewer rows, same token budget) so long EOS-padded
-canvases, which the benchmarks decode, do not confuse the model.
+EOS-padded to the batch's longest row). Most batches use G = --gen-length (32: answers are at
+most 20 tokens, so the canvas holds little padding and most compute goes to the answer); a
+fraction --long-frac uses G in --long-gen-lengths (64/128/256/512, with fewer rows for the same
+token budget) so the longer EOS-padded canvases that evaluation and the benchmarks decode (64,
+256, 512) do not confuse the model.
 
 Curriculum: a fraction of one-step problems that falls linearly from --one-step-start to
 --one-step-end over --curriculum-steps steps.
@@ -50,8 +52,6 @@ from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa:
 from vllm_elastic.training import data  # noqa: E402
 
 DEFAULT_STATE = "/root/.cache/vllm-elastic/train/llada-tiny-arith/train_state.pt"
-LONG_GEN_LENGTHS = (128, 256, 512)
-LONG_WEIGHTS = (0.5, 0.3, 0.2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,8 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--eps", type=float, default=1e-3)
     # data
-    ap.add_argument("--gen-length", type=int, default=64)
-    ap.add_argument("--long-frac", type=float, default=0.08)
+    ap.add_argument("--gen-length", type=int, default=32,
+                    help="EOS-padded answer length of most batches (answers are <= 20 tokens)")
+    ap.add_argument("--long-frac", type=float, default=0.2,
+                    help="fraction of batches with a longer canvas")
+    ap.add_argument("--long-gen-lengths", default="64,128,256,512")
+    ap.add_argument("--long-weights", default="0.5,0.2,0.2,0.1")
     ap.add_argument("--one-step-start", type=float, default=0.5)
     ap.add_argument("--one-step-end", type=float, default=0.1)
     ap.add_argument("--curriculum-steps", type=int, default=2000)
@@ -140,7 +144,9 @@ def make_batch(args: argparse.Namespace, tokenizer, step: int
     rng = random.Random(f"batch-{args.seed}-{step}")
     gen_len, rows = args.gen_length, args.batch_size
     if rng.random() < args.long_frac:
-        gen_len = rng.choices(LONG_GEN_LENGTHS, LONG_WEIGHTS)[0]
+        lengths = [int(x) for x in args.long_gen_lengths.split(",")]
+        weights = [float(x) for x in args.long_weights.split(",")]
+        gen_len = rng.choices(lengths, weights)[0]
         rows = max(2, round(args.batch_size * (40 + args.gen_length) / (40 + gen_len)))
     frac = one_step_fraction(args, step)
     seqs, plens = [], []

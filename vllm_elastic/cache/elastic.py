@@ -1,0 +1,80 @@
+"""Elastic-Cache (arXiv 2510.14973, Algorithm 1): when and where to refresh cached K/V.
+
+Followed as the authors' code does it (DESIGN.md section 5 is its line-by-line reading):
+  * step 0 runs the whole canvas with every layer in *update* mode, caching per layer and per
+    token the layer input (hidden state), Q and K after RoPE, and V;
+  * later steps query only tracked + just-committed + window positions, with every layer in
+    *reuse* mode: query rows write their inputs and Q/K/V into the cache and attend over all
+    cached K/V (other tokens, off-window MASKs included, ride on the cache);
+  * drift test at each reuse layer: cosine similarity (over the head axis, averaged over the
+    tracked tokens and all keys) between the tracked tokens' attention rows from their cached
+    Q and the layer's K cache as it stood before this step, and the rows from this step's Q/K.
+    Every layer tests the union of all layers' tracked tokens;
+  * the first layer whose similarity is below gamma makes every *later* layer update: its
+    input is the layer's cached inputs for all tokens (fresh for query rows), and it
+    recomputes Q/K/V of every token. A trigger at the last layer refreshes nothing;
+  * most-attended tokens, at every layer: the window rows' attention summed over heads and
+    rows, still-masked keys zeroed, top track_num; next step tracks the union over layers.
+Deviations, all without effect on the committed tokens: the LM head runs on the window rows
+only (the authors' runs it on all positions after a refresh; only window logits are used), and
+the accounting counts token-layer evaluations exactly (theirs counts step 0 as L+1 layers).
+`full_update=True` puts every layer in update mode at every step: the exact setting.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vllm_elastic.cache.base import CachePolicy, LayerStats, Probe
+
+
+class ElasticCache(CachePolicy):
+    name = "elastic"
+    caches_layer_inputs = True
+
+    def __init__(self, params, num_layers: int) -> None:
+        super().__init__(params, num_layers)
+        self.first_step = True
+        self.tracked = torch.empty(0, dtype=torch.long)
+        self.window = torch.empty(0, dtype=torch.long)
+        self.masked = torch.empty(0, dtype=torch.bool)
+        self.trigger: int | None = None  # first layer that failed the drift test this step
+        self.next_tracked: list[torch.Tensor] = []
+        self.similarities: list[float] = []  # drift test results, for analysis
+
+    @property
+    def full_step(self) -> bool:
+        return self.first_step or self.params.full_update
+
+    def begin_step(self, canvas) -> torch.Tensor:
+        self.window = canvas.commit_positions()
+        self.masked = canvas.tokens == canvas.mask_id
+        self.trigger, self.next_tracked = None, []
+        if self.full_step:
+            return torch.arange(canvas.length)
+        return torch.cat([self.tracked, canvas.last_committed, self.window]).unique()
+
+    def in_update_mode(self, layer: int) -> bool:
+        return self.full_step or (self.trigger is not None and layer > self.trigger)
+
+    def refresh_from(self, layer: int) -> bool:
+        return not self.full_step and self.trigger is not None and layer == self.trigger + 1
+
+    def probe(self, layer: int) -> Probe:
+        drift = not self.in_update_mode(layer) and self.trigger is None
+        return Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window)
+
+    def observe(self, layer: int, stats: LayerStats) -> None:
+        if stats.similarity is not None:
+            self.similarities.append(stats.similarity)
+            if stats.similarity < self.params.gamma and self.trigger is None:
+                self.trigger = layer
+        if stats.attention_mass is not None:
+            mass = stats.attention_mass.masked_fill(self.masked, 0.0)
+            k = min(self.params.track_num, mass.numel())
+            self.next_tracked.append(torch.topk(mass, k).indices)
+
+    def end_step(self, canvas) -> None:
+        self.first_step = False
+        if self.next_tracked:
+            self.tracked = torch.cat(self.next_tracked).unique()
