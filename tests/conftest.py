@@ -11,7 +11,8 @@ import torch
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
 
-EOS_BOOST = 2.5  # scales the EOS row of the LM head so some canvases stop early
+EOS_BOOST = 2.5
+MAX_MODEL_LEN = 128  # scales the EOS row of the LM head so some canvases stop early
 
 
 def make_checkpoint(path: str, layers: int = 2, heads: int = 2, kv_heads: int | None = None,
@@ -48,3 +49,13 @@ def tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def llm(tiny_model):
+    """One vllm.LLM engine with the plugin, shared by every test module that needs one."""
+    from vllm import LLM
+
+    engine = LLM(model=tiny_model, dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0)
+    yield engine
+    del engine

@@ -1,6 +1,6 @@
 """vllm.LLM with our plugin against the plain-PyTorch oracle, token for token.
 
-One engine for the whole module (engine start is ~35 s on this machine).
+One engine for the whole session (conftest.llm; engine start is ~35 s on this machine).
 """
 
 from __future__ import annotations
@@ -11,22 +11,13 @@ import torch
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.reference import cut_at_eos, generate
 
-MAX_MODEL_LEN = 128
+from conftest import MAX_MODEL_LEN
 PROMPTS = [
     [2, 3, 100, 4],
     [2, 3, 120, 121, 122, 123, 124, 125, 126, 5, 3, 130, 4],
     [2, 3, 200, 201, 202, 4, 7, 8],
     [2] + list(range(30, 60)) + [4],
 ]
-
-
-@pytest.fixture(scope="module")
-def llm(tiny_model):
-    from vllm import LLM
-
-    engine = LLM(model=tiny_model, dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0)
-    yield engine
-    del engine
 
 
 def sampling(**diffusion):

@@ -1,0 +1,59 @@
+"""Cache policies' decisions in isolation (no model): which positions run, when layers refresh."""
+
+import torch
+
+from vllm_elastic.cache import LayerStats, make_policy
+from vllm_elastic.decoding import Canvas
+from vllm_elastic.params import DiffusionParams
+
+MASK = 1
+
+
+def canvas(**kw):
+    return Canvas([2, 3, 4, 5], DiffusionParams(**kw), MASK, eos_id=0)
+
+
+def test_prefix_and_dual_refresh_at_block_start_and_run_the_block_otherwise():
+    c = canvas(gen_length=16, block_length=8)
+    prefix = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy="prefix"), 2)
+    dual = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy="dual"), 2)
+    assert prefix.begin_step(c).tolist() == list(range(20))  # first step: full
+    assert dual.begin_step(c).tolist() == list(range(20))
+    c.tokens[4] = 7  # a commit inside block 0
+    assert prefix.begin_step(c).tolist() == list(range(4, 20))  # block + suffix
+    assert dual.begin_step(c).tolist() == list(range(4, 12))  # block only
+    c.block = 1  # next block: refresh again
+    assert dual.begin_step(c).tolist() == list(range(20))
+
+
+def test_refresh_interval_one_refreshes_every_step():
+    c = canvas(gen_length=16, block_length=8)
+    p = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy="dual",
+                                    refresh_interval=1), 2)
+    for _ in range(3):
+        assert p.begin_step(c).numel() == c.length
+
+
+def test_elastic_queries_tracked_committed_and_window_then_refreshes_after_trigger():
+    params = DiffusionParams(gen_length=16, schedule="window", window_length=4,
+                             cache_policy="elastic", gamma=0.9)
+    c = canvas(gen_length=16, schedule="window", window_length=4)
+    e = make_policy(params, 4)
+    assert e.begin_step(c).numel() == c.length  # step 0: everything, update mode
+    assert all(e.in_update_mode(layer) for layer in range(4))
+    mass = torch.zeros(c.length)
+    mass[2] = 5.0  # prompt token 2 is the most attended
+    mass[10] = 9.0  # but a still-masked key never is
+    for layer in range(4):
+        e.observe(layer, LayerStats(similarity=None, attention_mass=mass))
+    c.tokens[4] = 9
+    c.last_committed = torch.tensor([4])
+    e.end_step(c)
+    assert e.tracked.tolist() == [2]
+    assert e.begin_step(c).tolist() == [2, 4, 5, 6, 7, 8]  # tracked, committed, window
+    assert e.probe(0).tracked.tolist() == [2]  # reuse layer: drift test on tracked
+    e.observe(0, LayerStats(similarity=0.95, attention_mass=None))
+    e.observe(1, LayerStats(similarity=0.5, attention_mass=None))  # trigger at layer 1
+    assert not e.refresh_from(1) and e.refresh_from(2)
+    assert e.in_update_mode(2) and e.in_update_mode(3) and not e.in_update_mode(1)
+    assert e.probe(2).tracked.numel() == 0  # no drift test in update mode

@@ -1,0 +1,97 @@
+"""Cache policies inside vLLM: each one's exact setting equals full recompute under the same
+schedule (mixed policies and prompt lengths in one batch), the approximate settings run and
+account for what they computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_elastic.params import DiffusionParams
+from vllm_elastic.reference import cut_at_eos, generate
+
+PROMPTS = [
+    [2, 3, 100, 4],
+    [2, 3, 120, 121, 122, 123, 124, 125, 126, 5, 3, 130, 4],
+    [2, 3, 200, 201, 202, 4, 7, 8],
+    [2] + list(range(30, 60)) + [4],
+]
+BLOCKS = dict(gen_length=32, block_length=8)
+WINDOW = dict(gen_length=32, schedule="window", window_length=8, threshold=0.3)
+POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num")
+
+
+def sampling(case):
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=case.get("temperature", 0.0), seed=case.get("seed"),
+                          max_tokens=None, extra_args={k: v for k, v in case.items()
+                                                       if k not in ("temperature", "seed")})
+
+
+def oracle(reference, prompt, case):
+    """Full recompute (no cache) under the case's schedule."""
+    params = DiffusionParams(**{k: v for k, v in case.items() if k not in POLICY_KEYS})
+    return cut_at_eos(generate(reference, prompt, params), reference.config.eos_token_id)
+
+
+EXACT = [
+    dict(BLOCKS, cache_policy="prefix", refresh_interval=1),
+    dict(BLOCKS, cache_policy="dual", refresh_interval=1),
+    dict(BLOCKS, cache_policy="elastic", full_update=True),
+    dict(WINDOW, cache_policy="elastic", full_update=True),
+    dict(WINDOW, cache_policy="prefix", refresh_interval=1),
+    dict(WINDOW, cache_policy="dual", refresh_interval=1, temperature=0.8, seed=5),
+    dict(WINDOW, cache_policy="none"),
+    dict(BLOCKS, cache_policy="elastic", full_update=True, steps=16, remasking="random"),
+]
+
+
+def test_exact_settings_match_full_recompute_in_one_mixed_batch(llm, reference):
+    jobs = [(p, c) for c in EXACT for p in PROMPTS[:2]] + [(PROMPTS[2], EXACT[3]),
+                                                           (PROMPTS[3], EXACT[0])]
+    outs = llm.generate([{"prompt_token_ids": p} for p, _ in jobs],
+                        [sampling(c) for _, c in jobs], use_tqdm=False)
+    for (prompt, case), out in zip(jobs, outs):
+        assert list(out.outputs[0].token_ids) == oracle(reference, prompt, case), case
+
+
+@pytest.mark.parametrize("case", [
+    dict(BLOCKS, cache_policy="prefix"), dict(BLOCKS, cache_policy="dual"),
+    dict(WINDOW, cache_policy="prefix"), dict(WINDOW, cache_policy="dual"),
+    dict(WINDOW, cache_policy="elastic", gamma=0.9),
+], ids=lambda c: f"{c.get('schedule', 'blocks')}-{c['cache_policy']}")
+def test_approximate_policies_compute_less_and_report_it(llm, reference, case):
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(case),
+                        use_tqdm=False)
+    for out in outs:
+        ids = out.outputs[0].token_ids
+        assert ids and reference.config.mask_token_id not in ids
+        acct = out.kv_transfer_params["diffusion"]
+        assert 0 < acct["token_layer_evals"] <= acct["token_layer_evals_full"]
+        assert len(acct["refreshes_per_layer"]) == reference.config.n_layers
+        assert all(1 <= n <= acct["steps"] for n in acct["refreshes_per_layer"])
+    assert any(o.kv_transfer_params["diffusion"]["work_fraction"] < 1 for o in outs)
+
+
+def test_elastic_gamma_sets_how_often_deeper_layers_refresh(llm):
+    """gamma=0 never refreshes after step 0 (similarity is never negative); gamma=1 refreshes
+    every layer after the first at every step; layer 0 is refreshed only at step 0 (the
+    paper's behaviour: a trigger at layer l refreshes l+1..L-1)."""
+    never, always = (llm.generate([{"prompt_token_ids": PROMPTS[1]}],
+                                  sampling(dict(WINDOW, cache_policy="elastic", gamma=g)),
+                                  use_tqdm=False)[0].kv_transfer_params["diffusion"]
+                     for g in (0.0, 1.0))
+    assert never["refreshes_per_layer"] == [1, 1]
+    assert always["refreshes_per_layer"] == [1, always["steps"]]
+    assert never["work_fraction"] < always["work_fraction"] <= 1
+
+
+def test_bad_policy_parameters_are_rejected(llm):
+    from vllm.exceptions import VLLMValidationError
+
+    for bad, param in [({"cache_policy": "lru"}, "cache_policy"), ({"gamma": 1.5}, "gamma"),
+                       ({"schedule": "diagonal"}, "schedule"), ({"window_length": 0},
+                                                               "window_length")]:
+        with pytest.raises(VLLMValidationError) as e:
+            llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(bad), use_tqdm=False)
+        assert e.value.parameter == param
