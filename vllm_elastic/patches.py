@@ -11,7 +11,9 @@ Patch 1 - Ray executor on CPU
             executor raises "current platform cpu does not support ray", asks Ray for
             resources={"": n}, and looks up accelerator ids that a CPU actor does not have.
   How:      the key becomes "CPU" (placement-group bundles {"CPU": 1}), actors ask for no
-            GPUs and no custom resource, and a CPU actor reports no device ids.
+            GPUs and no custom resource, and a CPU actor reports no device ids. With no
+            cluster named (no RAY_ADDRESS), the private Ray instance vLLM would start is
+            started on 127.0.0.1 instead of the machine's address.
   Removed:  when vLLM's CpuPlatform supports Ray (a non-empty ray_device_key upstream).
 """
 
@@ -50,6 +52,22 @@ def patch_ray_on_cpu() -> None:
         return ray.get_runtime_context().get_node_id(), []
 
     ray_executor_v2.RayWorkerProc.get_node_and_physical_gpu_ids = get_node_and_physical_gpu_ids
+
+    original_init = ray_executor_v2.initialize_ray_cluster
+
+    def initialize_ray_cluster(parallel_config, *args, **kwargs):
+        import os
+
+        import ray
+
+        if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS") and \
+                kwargs.get("ray_address") is None:
+            # No cluster named: start a private one on loopback, not on the machine's address.
+            ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+                     runtime_env=parallel_config.ray_runtime_env)
+        return original_init(parallel_config, *args, **kwargs)
+
+    ray_executor_v2.initialize_ray_cluster = initialize_ray_cluster
 
 
 def apply_all() -> None:
