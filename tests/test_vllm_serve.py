@@ -130,3 +130,22 @@ def test_bad_input_is_400_naming_the_parameter_then_server_still_serves(server, 
     ok = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 32})
     assert ok.status_code == 200 and ok.json()["choices"][0]["finish_reason"] in ("stop",
                                                                                   "length")
+
+
+def test_cache_policies_over_http_report_accounting_and_metrics(server):
+    """Each policy runs through the server; the response carries its compute accounting and
+    /metrics counts it per policy."""
+    for policy in ("none", "prefix", "dual", "elastic"):
+        xargs = {"cache_policy": policy, "schedule": "window", "window_length": 8,
+                 "threshold": 0.3}
+        r = post(server, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 32,
+                                             "vllm_xargs": xargs})
+        assert r.status_code == 200, r.text
+        acct = r.json()["kv_transfer_params"]["diffusion"]
+        assert acct["cache_policy"] == policy and acct["steps"] > 0
+    metrics = requests.get(server + "/metrics", timeout=10).text
+    for policy in ("none", "prefix", "dual", "elastic"):
+        line = next(line for line in metrics.splitlines() if line.startswith(
+            f'vllm_elastic:token_layer_evals_total{{cache_policy="{policy}"}}'))
+        assert float(line.split()[-1]) > 0
+    assert 'vllm_elastic:layer_refreshes_total{cache_policy="elastic",layer="1"}' in metrics

@@ -15,6 +15,16 @@ Patch 1 - Ray executor on CPU
             cluster named (no RAY_ADDRESS), the private Ray instance vLLM would start is
             started on 127.0.0.1 instead of the machine's address.
   Removed:  when vLLM's CpuPlatform supports Ray (a non-empty ray_device_key upstream).
+
+Patch 2 - diffusion metrics on /metrics
+  Patched:  OutputProcessor.process_outputs (wrapped, behaviour unchanged).
+  Why:      /metrics shows only the API process's registry; a request's compute accounting
+            reaches that process only in its finished output's kv_transfer_params, and
+            stat-logger plugins receive no per-request data (extra SchedulerStats fields are
+            dropped by msgspec).
+  How:      before vLLM processes a batch of engine outputs, finished diffusion requests'
+            accounting is counted into Prometheus counters (vllm_elastic/metrics.py).
+  Removed:  when stat-logger plugins receive per-request custom stats.
 """
 
 from __future__ import annotations
@@ -70,6 +80,24 @@ def patch_ray_on_cpu() -> None:
     ray_executor_v2.initialize_ray_cluster = initialize_ray_cluster
 
 
+def patch_metrics() -> None:
+    from vllm.v1.engine.output_processor import OutputProcessor
+
+    from vllm_elastic.metrics import observe_engine_outputs
+
+    original = OutputProcessor.process_outputs
+    if getattr(original, "_vllm_elastic", False):
+        return
+
+    def process_outputs(self, engine_core_outputs, *args, **kwargs):
+        observe_engine_outputs(engine_core_outputs)
+        return original(self, engine_core_outputs, *args, **kwargs)
+
+    process_outputs._vllm_elastic = True
+    OutputProcessor.process_outputs = process_outputs
+
+
 def apply_all() -> None:
     check_vllm_version()
     patch_ray_on_cpu()
+    patch_metrics()

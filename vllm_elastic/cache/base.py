@@ -37,6 +37,7 @@ class Accounting:
     """How much a request computed, to explain speed rather than just time it."""
 
     num_layers: int
+    cache_policy: str = "none"
     steps: int = 0
     token_layers: int = 0  # token-layer evaluations computed
     full_token_layers: int = 0  # what full recompute would have computed
@@ -47,7 +48,7 @@ class Accounting:
 
     def as_dict(self) -> dict:
         return {
-            "steps": self.steps, "token_layer_evals": self.token_layers,
+            "cache_policy": self.cache_policy, "steps": self.steps, "token_layer_evals": self.token_layers,
             "token_layer_evals_full": self.full_token_layers,
             "work_fraction": round(self.token_layers / max(1, self.full_token_layers), 4),
             "refreshes_per_layer": list(self.refreshes),
@@ -63,7 +64,7 @@ class CachePolicy:
     def __init__(self, params, num_layers: int) -> None:
         self.params = params
         self.num_layers = num_layers
-        self.accounting = Accounting(num_layers)
+        self.accounting = Accounting(num_layers, cache_policy=self.name)
 
     def begin_step(self, canvas) -> torch.Tensor:
         """Sorted canvas positions that enter layer 0 this step."""
