@@ -14,8 +14,9 @@ def test_deterministic():
 
 
 def test_train_test_never_overlap():
-    train = data.train_problems(3000, one_step_fraction=0.2)
+    train = data.train_problems(3000, one_step_fraction=0.2, bare_fraction=0.4)
     test = data.test_problem_list(300)
+    assert any(p.question.startswith("What is") for p in train)
     assert all(not data.is_test(p.template, p.numbers) for p in train)
     assert all(data.is_test(p.template, p.numbers) for p in test)
     # Not even the (template, numbers) combination is shared, let alone the text.
@@ -42,12 +43,14 @@ def _check(p: data.Problem) -> None:
     # every operand is a one-digit number that appears in the question
     assert all(1 <= n <= 9 for n in p.numbers)
     for n in p.numbers:
-        assert re.search(rf"\b{n}\b", p.question)
+        assert re.search(rf"(?<!\d){n}(?!\d)", p.question)
     assert data.extract_answer(p.solution) == p.answer
 
 
 def test_answers_correct_and_format():
-    probs = data.train_problems(500, one_step_fraction=0.3) + data.test_problem_list(100)
+    probs = (data.train_problems(500, one_step_fraction=0.3)
+             + data.train_problems(200, seed=1, one_step_fraction=0.3, bare_fraction=1.0)
+             + data.test_problem_list(100))
     for p in probs:
         _check(p)
     two = [p for p in probs if p.template in data.TWO_STEP_TEMPLATES]
@@ -55,6 +58,17 @@ def test_answers_correct_and_format():
     assert {p.template for p in probs} >= set(data.TWO_STEP_TEMPLATES)
     assert len(data.TWO_STEP_TEMPLATES) >= 5
     assert len({p.question.split()[0] for p in probs}) >= 8  # names vary
+
+
+def test_bare_expressions_match_word_problems():
+    p = data.make_problem("add_mul", (3, 4, 5), "Tom", ("pens", "boxes"))
+    b = data.bare_problem(p)
+    assert b.question == "What is (3+4)*5?" and b.solution == p.solution == "3+4=7\n7*5=35\n#### 35"
+    for tid in data.TWO_STEP_TEMPLATES + data.ONE_STEP_TEMPLATES:
+        nums = (6, 2, 3) if tid in data.TWO_STEP_TEMPLATES else (6, 2)
+        p = data.make_problem(tid, nums, "Mia", data.OBJECTS[0])
+        expr = data.bare_problem(p).question.removeprefix("What is ").removesuffix("?")
+        assert eval(expr) == p.answer
 
 
 def test_test_problems_are_two_step_pairs():

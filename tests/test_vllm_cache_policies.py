@@ -95,3 +95,19 @@ def test_bad_policy_parameters_are_rejected(llm):
         with pytest.raises(VLLMValidationError) as e:
             llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(bad), use_tqdm=False)
         assert e.value.parameter == param
+
+
+def test_mixed_batch_equals_each_request_alone(llm):
+    """Continuous batching: requests with different policies, schedules, prompt and gen
+    lengths share every forward pass, and each gets the tokens it gets alone."""
+    jobs = [(PROMPTS[0], dict(WINDOW, cache_policy="elastic", gamma=0.9)),
+            (PROMPTS[1], dict(BLOCKS, cache_policy="dual")),
+            (PROMPTS[2], dict(WINDOW, cache_policy="prefix", gen_length=48)),
+            (PROMPTS[3], dict(BLOCKS, cache_policy="none", gen_length=16)),
+            (PROMPTS[1], dict(WINDOW, cache_policy="elastic", gamma=0.99, track_num=2))]
+    together = llm.generate([{"prompt_token_ids": p} for p, _ in jobs],
+                            [sampling(c) for _, c in jobs], use_tqdm=False)
+    for (prompt, case), out in zip(jobs, together):
+        alone = llm.generate([{"prompt_token_ids": prompt}], sampling(case), use_tqdm=False)[0]
+        assert out.outputs[0].token_ids == alone.outputs[0].token_ids, case
+        assert out.kv_transfer_params == alone.kv_transfer_params

@@ -149,3 +149,32 @@ def test_cache_policies_over_http_report_accounting_and_metrics(server):
             f'vllm_elastic:token_layer_evals_total{{cache_policy="{policy}"}}'))
         assert float(line.split()[-1]) > 0
     assert 'vllm_elastic:layer_refreshes_total{cache_policy="elastic",layer="1"}' in metrics
+
+
+def metric(server, name: str, label: str = "") -> float:
+    for line in requests.get(server + "/metrics", timeout=10).text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} {label} not on /metrics")
+
+
+def test_client_disconnect_aborts_and_frees_kv_blocks(server):
+    completed = 'finished_reason="length"'
+    before = metric(server, "vllm:request_success_total", completed)
+    # ignore_eos and one token per step: ~96 steps, far longer than reading one chunk.
+    body = {"model": served_name(server), "prompt": "hi", "max_tokens": 96, "stream": True,
+            "ignore_eos": True, "vllm_xargs": {"gen_length": 96, "block_length": 96}}
+    with requests.post(server + "/v1/completions", json=body, stream=True, timeout=120) as r:
+        next(r.iter_lines())  # the request is running
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if metric(server, "vllm:num_requests_running") == 0 and \
+                metric(server, "vllm:kv_cache_usage_perc") == 0:
+            # It did not run to its end (it would have finished with "length"): it was aborted.
+            assert metric(server, "vllm:request_success_total", completed) == before
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the aborted request still holds KV blocks after 30 s")
+    ok = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 32})
+    assert ok.status_code == 200

@@ -41,6 +41,7 @@ class Accounting:
     steps: int = 0
     token_layers: int = 0  # token-layer evaluations computed
     full_token_layers: int = 0  # what full recompute would have computed
+    query_token_layers: int = 0  # the compute bound: each step's query set through every layer
     refreshes: list[int] = field(default_factory=list)  # per layer: steps it ran every token
 
     def __post_init__(self) -> None:
@@ -50,6 +51,7 @@ class Accounting:
         return {
             "cache_policy": self.cache_policy, "steps": self.steps, "token_layer_evals": self.token_layers,
             "token_layer_evals_full": self.full_token_layers,
+            "token_layer_evals_query": self.query_token_layers,
             "work_fraction": round(self.token_layers / max(1, self.full_token_layers), 4),
             "refreshes_per_layer": list(self.refreshes),
         }
@@ -87,6 +89,8 @@ class CachePolicy:
         a = self.accounting
         a.token_layers += num_active
         a.full_token_layers += canvas_length
+        if layer == 0:  # layer 0 runs exactly the step's query set
+            a.query_token_layers += num_active * self.num_layers
         if num_active == canvas_length:
             a.refreshes[layer] += 1
         if layer == self.num_layers - 1:

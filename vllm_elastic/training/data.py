@@ -13,7 +13,9 @@ operand is one digit (1-9), intermediate and final results lie in 0..99, and six
 cover the operation pairs a*b+c, a*b-c, (a+b)*c, (a-b)*c, a+b-c, a-b+c, each with several
 names and objects, so the model has to read the numbers and the operation from the prompt.
 The numbers come first in the prompt; the solution restates them in the same order.
-One-step problems (a+b, a-b, a*b) are available for a curriculum (`one_step_fraction`).
+One-step problems (a+b, a-b, a*b) are available for a curriculum (`one_step_fraction`), and
+so are bare expressions of the same arithmetic ("What is 3*4-5?", `bare_fraction`), which teach
+the model to copy operands from the prompt (the hard part for a tiny model: see train.py).
 
 Train/test split: by a hash of (template, numbers), so a held-out problem never shares its
 template and numbers with any training problem (whatever the names and objects); 10% of the
@@ -138,9 +140,31 @@ def make_problem(template: str, numbers: tuple[int, ...], name: str, obj: tuple[
     return Problem(q, _solution(steps), steps[-1][1], template, tuple(numbers))
 
 
-def sample_problem(rng: random.Random, split: str = "train", one_step_fraction: float = 0.0
-                   ) -> Problem:
-    """One random problem of `split` ("train" or "test") drawn with `rng` (rejection sampling)."""
+BARE_EXPRESSIONS = {"mul_add": "{a}*{b}+{c}", "mul_sub": "{a}*{b}-{c}",
+                    "add_mul": "({a}+{b})*{c}", "sub_mul": "({a}-{b})*{c}",
+                    "add_sub": "{a}+{b}-{c}", "sub_add": "{a}-{b}+{c}",
+                    "add1": "{a}+{b}", "sub1": "{a}-{b}", "mul1": "{a}*{b}"}
+
+
+def bare_problem(p: Problem) -> Problem:
+    """The same arithmetic as a bare expression ("What is 3*4-5?"), same worked solution.
+
+    A curriculum aid: with a short prompt and the numbers next to their operators, learning to
+    copy the operands from the prompt is much easier. It keeps the word problem's template id,
+    so the split (by template and numbers) covers it: a held-out word problem's arithmetic
+    never appears in training as a bare expression either.
+    """
+    names = dict(zip("abc", p.numbers))
+    return Problem(f"What is {BARE_EXPRESSIONS[p.template].format(**names)}?", p.solution,
+                   p.answer, p.template, p.numbers)
+
+
+def sample_problem(rng: random.Random, split: str = "train", one_step_fraction: float = 0.0,
+                   bare_fraction: float = 0.0) -> Problem:
+    """One random problem of `split` ("train" or "test") drawn with `rng` (rejection sampling);
+    with probability `bare_fraction` written as a bare expression (`bare_problem`)."""
+    if bare_fraction > 0 and rng.random() < bare_fraction:
+        return bare_problem(sample_problem(rng, split, one_step_fraction))
     want_test = split == "test"
     while True:
         if rng.random() < one_step_fraction:
@@ -155,9 +179,10 @@ def sample_problem(rng: random.Random, split: str = "train", one_step_fraction: 
             return p
 
 
-def train_problems(n: int, seed: int = 0, one_step_fraction: float = 0.0) -> list[Problem]:
+def train_problems(n: int, seed: int = 0, one_step_fraction: float = 0.0,
+                   bare_fraction: float = 0.0) -> list[Problem]:
     rng = random.Random(f"train-{seed}")
-    return [sample_problem(rng, "train", one_step_fraction) for _ in range(n)]
+    return [sample_problem(rng, "train", one_step_fraction, bare_fraction) for _ in range(n)]
 
 
 def test_problem_list(n: int, seed: int = 1234) -> list[Problem]:

@@ -86,6 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--one-step-start", type=float, default=0.5)
     ap.add_argument("--one-step-end", type=float, default=0.1)
     ap.add_argument("--curriculum-steps", type=int, default=2000)
+    ap.add_argument("--bare-frac", type=float, default=0.4,
+                    help="fraction of training problems written as bare expressions")
+    ap.add_argument("--bare-from-step", type=int, default=0,
+                    help="bare expressions only from this step on")
     # bookkeeping
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
@@ -151,7 +155,8 @@ def make_batch(args: argparse.Namespace, tokenizer, step: int
     frac = one_step_fraction(args, step)
     seqs, plens = [], []
     for _ in range(rows):
-        p = data.sample_problem(rng, "train", frac)
+        bare = args.bare_frac if step >= args.bare_from_step else 0.0
+        p = data.sample_problem(rng, "train", frac, bare)
         prompt = data.chat_prompt_ids(tokenizer, p.question)
         answer = data.answer_ids(tokenizer, p.solution)[:gen_len]
         seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))

@@ -1,0 +1,184 @@
+"""Accuracy and speed of every cache policy, through vllm.LLM, on held-out arithmetic problems.
+
+    python benchmarks/bench_policies.py --model examples/models/llada-tiny-arith \
+        --n 200 --gen-lengths 256 512 --out benchmarks/results/policies
+
+Rows (the issue's benchmark plan), each at every gen length:
+  baseline      LLaDA blocks of 32, one token per step, full recompute (the paper's baseline)
+  window/none   Elastic-Cache's window + threshold schedule, full recompute
+  window/prefix, window/dual   the Fast-dLLM caches under the same schedule
+  elastic/g     Elastic-Cache at gamma g (window 16, threshold 0.9, track_num 1)
+  elastic+/g    (beyond the paper) elastic that also refreshes the triggering layer (not
+                implemented yet: listed in the README, no row until it is)
+
+Requests run one at a time (`--concurrency 1`, the paper's setting) unless told otherwise.
+Throughput counts only tokens the user receives: the answer before its first EOS (the
+authors' harness counted the MASK tail after an early EOS and had to publish an erratum).
+Writes OUT.md (table + command + machine + date), OUT.json (raw rows) and OUT.png (speedup
+and accuracy vs gamma).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
+GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
+    rows = [("baseline", {"schedule": "blocks", "block_length": 32, "cache_policy": "none"}),
+            ("window/none", dict(WINDOW, cache_policy="none")),
+            ("window/prefix", dict(WINDOW, cache_policy="prefix")),
+            ("window/dual", dict(WINDOW, cache_policy="dual"))]
+    rows += [(f"elastic/{g}", dict(WINDOW, cache_policy="elastic", gamma=g, track_num=1))
+             for g in gammas]
+    return rows
+
+
+def answer_tokens(token_ids: list[int], eos_id: int) -> list[int]:
+    """What the user receives as answer tokens: everything before the first EOS."""
+    return token_ids[: token_ids.index(eos_id)] if eos_id in token_ids else list(token_ids)
+
+
+def run_config(llm, prompts, extra: dict, concurrency: int):
+    from vllm import SamplingParams
+
+    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
+    outputs, start = [], time.perf_counter()
+    for i in range(0, len(prompts), concurrency):
+        batch = [{"prompt_token_ids": p} for p in prompts[i: i + concurrency]]
+        outputs += llm.generate(batch, sp, use_tqdm=False)
+    return outputs, time.perf_counter() - start
+
+
+def summarize(name, gen_length, outputs, seconds, problems, eos_id, extract_answer):
+    texts = [o.outputs[0].text for o in outputs]
+    ids = [list(o.outputs[0].token_ids) for o in outputs]
+    acct = [o.kv_transfer_params["diffusion"] for o in outputs]
+    tokens = sum(len(answer_tokens(t, eos_id)) for t in ids)
+    correct = sum(extract_answer(t) == p.answer for t, p in zip(texts, problems))
+    sum_of = lambda key: sum(a[key] for a in acct)  # noqa: E731
+    return {
+        "config": name, "gen_length": gen_length, "n": len(outputs),
+        "accuracy": correct / len(outputs), "tokens": tokens, "seconds": seconds,
+        "tokens_per_s": tokens / seconds, "s_per_request": seconds / len(outputs),
+        "steps_per_request": sum_of("steps") / len(outputs),
+        "work_fraction": sum_of("token_layer_evals") / sum_of("token_layer_evals_full"),
+        "ratio_to_compute_bound": sum_of("token_layer_evals") / sum_of("token_layer_evals_query"),
+        "token_ids": ids,
+    }
+
+
+def add_comparisons(rows: list[dict]) -> None:
+    """Speedups over the paper's baseline and over window/none (same run), and agreement of
+    each answer with window/none's, token for token."""
+    by = {(r["config"], r["gen_length"]): r for r in rows}
+    for r in rows:
+        base, none = by.get(("baseline", r["gen_length"])), by.get(("window/none", r["gen_length"]))
+        r["speedup_vs_baseline"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
+        r["speedup_vs_none"] = r["tokens_per_s"] / none["tokens_per_s"] if none else None
+        if none:
+            same = [a == b for a, b in zip(r["token_ids"], none["token_ids"])]
+            r["agreement_with_none"] = sum(same) / len(same)
+
+
+def markdown(rows, args, device: str) -> str:
+    head = ("| gen | config | accuracy | tokens/s | s/request | speedup vs baseline | "
+            "speedup vs window/none | same answer as window/none | work fraction | "
+            "ratio to compute bound | steps/request |\n|" + "---|" * 11)
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = [head] + [
+        f"| {r['gen_length']} | {r['config']} | {r['accuracy']:.1%} | {r['tokens_per_s']:.1f} | "
+        f"{r['s_per_request']:.3f} | {fmt(r['speedup_vs_baseline'], '.2f')}x | "
+        f"{fmt(r['speedup_vs_none'], '.2f')}x | {fmt(r.get('agreement_with_none'), '.0%')} | "
+        f"{r['work_fraction']:.3f} | {r['ratio_to_compute_bound']:.2f} | "
+        f"{r['steps_per_request']:.1f} |" for r in rows]
+    return "\n".join([
+        f"# Cache policies on `{args.model}`", "",
+        f"Command: `python {' '.join(sys.argv)}`", "",
+        f"Machine: {device}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"{args.n} held-out problems, greedy, requests {args.concurrency} at a time, fp32.", "",
+        *lines, "",
+        "tokens/s counts answer tokens before the first EOS only. Work fraction: token-layer "
+        "evaluations computed / full recompute's. Ratio to compute bound: computed / the "
+        "step query sets through every layer.", ""])
+
+
+def plot(rows, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for gen in sorted({r["gen_length"] for r in rows}):
+        el = sorted((r for r in rows if r["gen_length"] == gen and r["config"].startswith(
+            "elastic/")), key=lambda r: float(r["config"].split("/")[1]))
+        g = [float(r["config"].split("/")[1]) for r in el]
+        ax1.plot(g, [r["speedup_vs_baseline"] for r in el], "o-", label=f"gen {gen}")
+        ax2.plot(g, [r["accuracy"] for r in el], "o-", label=f"gen {gen}")
+        none = next(r for r in rows if r["gen_length"] == gen and r["config"] == "window/none")
+        ax2.axhline(none["accuracy"], ls="--", lw=0.8, color=ax2.lines[-1].get_color())
+    ax1.set(xlabel="gamma", ylabel="speedup vs LLaDA baseline (x)", title="Elastic-Cache speed")
+    ax2.set(xlabel="gamma", ylabel="exact-match accuracy",
+            title="accuracy (dashed: window/none)")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="examples/models/llada-tiny-arith")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS))
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--configs", nargs="*", help="run only these config names")
+    ap.add_argument("--out", default="benchmarks/results/policies")
+    args = ap.parse_args()
+
+    from transformers import AutoTokenizer
+    from vllm import LLM
+
+    from vllm_elastic.training.data import chat_prompt_ids, extract_answer, test_problem_list
+
+    problems = test_problem_list(args.n)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    prompts = [chat_prompt_ids(tokenizer, p.question) for p in problems]
+    max_len = max(len(p) for p in prompts) + max(args.gen_lengths)
+    llm = LLM(model=args.model, dtype="float32", max_model_len=max_len,
+              max_num_seqs=max(1, args.concurrency))
+    rows = []
+    for gen in args.gen_lengths:
+        for name, extra in configs(args.gammas):
+            if args.configs and name not in args.configs:
+                continue
+            outputs, seconds = run_config(llm, prompts, dict(extra, gen_length=gen),
+                                          args.concurrency)
+            row = summarize(name, gen, outputs, seconds, problems, tokenizer.eos_token_id,
+                            extract_answer)
+            rows.append(row)
+            print(f"gen {gen} {name}: acc {row['accuracy']:.1%} {row['tokens_per_s']:.1f} tok/s "
+                  f"work {row['work_fraction']:.3f}", file=sys.stderr, flush=True)
+    add_comparisons(rows)
+    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only"
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".md", "w") as f:
+        f.write(markdown(rows, args, device))
+    with open(args.out + ".json", "w") as f:
+        json.dump([{k: v for k, v in r.items() if k != "token_ids"} for r in rows], f, indent=1)
+    if any(r["config"].startswith("elastic/") for r in rows) and \
+            any(r["config"] == "window/none" for r in rows):
+        plot(rows, args.out + ".png")
+    print(open(args.out + ".md").read())
+
+
+if __name__ == "__main__":
+    main()
