@@ -8,8 +8,8 @@ Rows (the issue's benchmark plan), each at every gen length:
   window/none   Elastic-Cache's window + threshold schedule, full recompute
   window/prefix, window/dual   the Fast-dLLM caches under the same schedule
   elastic/g     Elastic-Cache at gamma g (window 16, threshold 0.9, track_num 1)
-  elastic+/g    (beyond the paper) elastic that also refreshes the triggering layer (not
-                implemented yet: listed in the README, no row until it is)
+  elastic-trigger/g, elastic-all/g   (beyond the paper) a trigger at layer l also
+                recomputes layer l, or layers 0..l (`refresh_layers`), at gamma 0.9
 
 Requests run one at a time (`--concurrency 1`, the paper's setting) unless told otherwise.
 Throughput counts only tokens the user receives: the answer before its first EOS (the
@@ -38,6 +38,8 @@ def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
             ("window/dual", dict(WINDOW, cache_policy="dual"))]
     rows += [(f"elastic/{g}", dict(WINDOW, cache_policy="elastic", gamma=g, track_num=1))
              for g in gammas]
+    rows += [(f"elastic-{mode}/0.9", dict(WINDOW, cache_policy="elastic", gamma=0.9,
+                                          refresh_layers=mode)) for mode in ("trigger", "all")]
     return rows
 
 

@@ -17,7 +17,8 @@ PROMPTS = [
 ]
 BLOCKS = dict(gen_length=32, block_length=8)
 WINDOW = dict(gen_length=32, schedule="window", window_length=8, threshold=0.3)
-POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num")
+POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num",
+               "refresh_layers")
 
 
 def sampling(case):
@@ -111,3 +112,22 @@ def test_mixed_batch_equals_each_request_alone(llm):
         alone = llm.generate([{"prompt_token_ids": prompt}], sampling(case), use_tqdm=False)[0]
         assert out.outputs[0].token_ids == alone.outputs[0].token_ids, case
         assert out.kv_transfer_params == alone.kv_transfer_params
+
+
+def test_refreshing_from_layer_0_at_every_trigger_is_exact(llm, reference):
+    """Beyond the paper: refresh_layers="all" recomputes layers 0..l when layer l triggers.
+    With gamma=1 layer 0 triggers at every step, so every layer is recomputed from exact
+    inputs (layer 0's input, the embedding, only changes for just-committed tokens, which
+    are queried), which makes it equal full recompute; "trigger" runs too."""
+    case = dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers="all")
+    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(case),
+                        use_tqdm=False)
+    for prompt, out in zip(PROMPTS, outs):
+        assert list(out.outputs[0].token_ids) == oracle(reference, prompt, case)
+        acct = out.kv_transfer_params["diffusion"]
+        assert acct["refreshes_per_layer"] == [acct["steps"]] * 2
+    paper = dict(case, refresh_layers="after")
+    trig = dict(case, refresh_layers="trigger")
+    for c in (paper, trig):
+        out = llm.generate([{"prompt_token_ids": PROMPTS[1]}], sampling(c), use_tqdm=False)[0]
+        assert out.outputs[0].token_ids

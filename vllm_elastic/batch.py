@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import torch
+
+from vllm.forward_context import get_forward_context
 
 from vllm_elastic.cache import CachePolicy
 
@@ -69,3 +73,29 @@ class DiffusionBatch:
         """Flat row indices (after the last layer) of request r's given canvas positions."""
         p = self.passes[r]
         return self.query_start_loc[r] + torch.searchsorted(p.active, positions)
+
+    def restarts(self, layer: int) -> bool:
+        return any(p.policy.restart_from(layer) is not None for p in self.passes)
+
+    def restart(self, layer: int, x: torch.Tensor,
+                redo: Callable[["DiffusionBatch", int, int], torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Requests whose policy asks for it recompute layers start..layer over every
+        position (`redo` runs them for a one-request batch); the others keep their rows."""
+        parts = []
+        for r, p in enumerate(self.passes):
+            start = p.policy.restart_from(layer)
+            if start is None:
+                parts.append(self.rows(x, r))
+                continue
+            p.active = torch.arange(p.length)
+            sub = DiffusionBatch([p], self.device)
+            context = get_forward_context()
+            saved, context.attn_metadata = context.attn_metadata, sub
+            p.policy.redoing = True
+            try:
+                parts.append(redo(sub, start, layer))
+            finally:
+                context.attn_metadata, p.policy.redoing = saved, False
+        self._layout()
+        return torch.cat(parts), self.positions

@@ -16,11 +16,12 @@ from typing import Any, Mapping
 REMASKING_CHOICES = ("low_confidence", "random")
 SCHEDULE_CHOICES = ("blocks", "window")
 CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
+REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 
 # extra_args keys we read; anything else in extra_args is left alone for other plugins.
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
-                  "refresh_interval", "full_update")
+                  "refresh_interval", "full_update", "refresh_layers")
 
 
 class DiffusionParamError(ValueError):
@@ -59,6 +60,9 @@ class DiffusionParams:
     refresh_interval: int | None = None
     # elastic: every layer in update mode at every step (its exact, degenerate setting).
     full_update: bool = False
+    # elastic, beyond the paper: which layers a drift trigger at layer l refreshes: `after`
+    # (l+1.., the paper's), `trigger` (l.., recomputing l), `all` (0.., recomputing 0..l).
+    refresh_layers: str = "after"
 
     @property
     def num_steps(self) -> int:
@@ -86,6 +90,7 @@ class DiffusionParams:
         if self.schedule == "blocks":  # the window schedule has no blocks and no step budget
             self._validate_blocks()
         _check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
+        _check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
         _check_int("window_length", self.window_length, minimum=1)
         _check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
         _check_int("track_num", self.track_num, minimum=1)

@@ -76,6 +76,11 @@ class CachePolicy:
         """True if, from this layer on, every position is recomputed (inputs from the cache)."""
         return False
 
+    def restart_from(self, layer: int) -> int | None:
+        """After `layer` ran: the layer from which to recompute every position (from cached
+        inputs) before going on, or None."""
+        return None
+
     def probe(self, layer: int) -> Probe | None:
         return None
 

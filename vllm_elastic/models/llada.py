@@ -105,15 +105,28 @@ class LLaDAModel(nn.Module):
         self.ln_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = self.wte(input_ids)
         batch = get_forward_context().attn_metadata if is_forward_context_available() else None
-        for block in self.blocks:
-            if isinstance(batch, DiffusionBatch):
-                # The step's cache policies may store inputs or widen the rows (a refresh).
-                x, positions = batch.enter_layer(block.attention.attn.layer_index, x,
-                                                 block.attention.attn)
-            x = block(positions, x)
+        if not isinstance(batch, DiffusionBatch):
+            batch = None  # vLLM's dummy/profiling runs: plain bidirectional forward
+        x = self._run_layers(batch, self.wte(input_ids), positions, 0, len(self.blocks))
         return self.ln_f(x)
+
+    def _run_layers(self, batch: DiffusionBatch | None, x: torch.Tensor,
+                    positions: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        for i in range(start, end):
+            block = self.blocks[i]
+            if batch is not None:
+                # The step's cache policies may store inputs or widen the rows (a refresh).
+                x, positions = batch.enter_layer(i, x, block.attention.attn)
+            x = block(positions, x)
+            if batch is not None and batch.restarts(i):
+                x, positions = batch.restart(i, x, self._recompute)
+        return x
+
+    def _recompute(self, sub: DiffusionBatch, start: int, last: int) -> torch.Tensor:
+        """Layers start..last again for a one-request batch, inputs from the cache."""
+        x = self.blocks[start].attention.attn.read_hidden(sub.passes[0].slots)
+        return self._run_layers(sub, x, sub.positions, start, last + 1)
 
 
 # Official name -> (our parameter name, shard id of a fused layer or None).

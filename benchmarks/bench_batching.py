@@ -1,0 +1,104 @@
+"""Throughput versus concurrency (continuous batching) and versus tensor parallelism.
+
+    python benchmarks/bench_batching.py --model examples/models/llada-tiny-arith \
+        --requests 64 --batch-sizes 1 4 16 64 --tp 1 2 --out benchmarks/results/batching
+
+For each TP size one engine; for each policy (window + threshold schedule, `none` and
+`elastic`) and each concurrency B, the same held-out prompts run in waves of B requests
+submitted together (each wave's requests share every forward pass). Generated tokens count
+only what the user receives (answer tokens before the first EOS). Writes OUT.md and OUT.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
+
+
+def measure(llm, prompts, extra: dict, batch: int, eos_id: int) -> dict:
+    from vllm import SamplingParams
+
+    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
+    tokens, start = 0, time.perf_counter()
+    for i in range(0, len(prompts), batch):
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts[i: i + batch]], sp,
+                            use_tqdm=False)
+        for o in outs:
+            ids = list(o.outputs[0].token_ids)
+            tokens += ids.index(eos_id) if eos_id in ids else len(ids)
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "requests_per_s": len(prompts) / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="examples/models/llada-tiny-arith")
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--policies", nargs="+", default=["none", "elastic"])
+    ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--tp", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tp-batch-sizes", type=int, nargs="+", default=[1, 16],
+                    help="concurrencies measured for TP > 1")
+    ap.add_argument("--out", default="benchmarks/results/batching")
+    args = ap.parse_args()
+
+    from transformers import AutoTokenizer
+    from vllm import LLM
+
+    from vllm_elastic.training.data import chat_prompt_ids, test_problem_list
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    prompts = [chat_prompt_ids(tokenizer, p.question) for p in test_problem_list(args.requests)]
+    max_len = max(len(p) for p in prompts) + args.gen_length
+    rows = []
+    for tp in args.tp:
+        if tp > 1:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(i) for i in range(tp))
+        llm = LLM(model=args.model, dtype="float32", max_model_len=max_len,
+                  tensor_parallel_size=tp, max_num_seqs=max(args.batch_sizes),
+                  max_num_batched_tokens=max_len * max(args.batch_sizes))
+        for policy in args.policies:
+            extra = dict(WINDOW, cache_policy=policy, gen_length=args.gen_length)
+            measure(llm, prompts[:2], extra, 2, tokenizer.eos_token_id)  # warm-up
+            for batch in (args.batch_sizes if tp == 1 else args.tp_batch_sizes):
+                row = dict(tp=tp, policy=policy, batch=batch,
+                           **measure(llm, prompts, extra, batch, tokenizer.eos_token_id))
+                rows.append(row)
+                print(row, file=sys.stderr, flush=True)
+        del llm
+    by = {(r["tp"], r["policy"], r["batch"]): r for r in rows}
+    lines = ["| TP | policy | concurrency | generated tokens/s | requests/s | vs concurrency 1 "
+             "| elastic vs none | TP vs TP=1 |", "|" + "---|" * 8]
+    for r in rows:
+        one = by.get((r["tp"], r["policy"], 1))
+        none = by.get((r["tp"], "none", r["batch"]))
+        tp1 = by.get((1, r["policy"], r["batch"]))
+        ratio = lambda a, b: f"{a['tokens_per_s'] / b['tokens_per_s']:.2f}x" if b else "-"  # noqa
+        lines.append(f"| {r['tp']} | {r['policy']} | {r['batch']} | {r['tokens_per_s']:.1f} | "
+                     f"{r['requests_per_s']:.2f} | {ratio(r, one)} | {ratio(r, none)} | "
+                     f"{ratio(r, tp1)} |")
+    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only"
+    text = "\n".join([
+        f"# Throughput vs concurrency and TP on `{args.model}`", "",
+        f"Command: `python {' '.join(sys.argv)}`", "",
+        f"Machine: {device}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        f"{args.requests} held-out prompts, gen_length {args.gen_length}, window 16 + "
+        f"threshold 0.9, greedy, fp32.", "", *lines, ""])
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out + ".md", "w") as f:
+        f.write(text)
+    with open(args.out + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
