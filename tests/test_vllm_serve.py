@@ -161,9 +161,10 @@ def metric(server, name: str, label: str = "") -> float:
 def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     completed = 'finished_reason="length"'
     before = metric(server, "vllm:request_success_total", completed)
-    # ignore_eos and one token per step: ~96 steps, far longer than reading one chunk.
+    # ignore_eos, one token per step: 96 steps; the first block (8 steps) streams first, so
+    # the client is gone while ~88 steps remain.
     body = {"model": served_name(server), "prompt": "hi", "max_tokens": 96, "stream": True,
-            "ignore_eos": True, "vllm_xargs": {"gen_length": 96, "block_length": 96}}
+            "ignore_eos": True, "vllm_xargs": {"gen_length": 96, "block_length": 8}}
     with requests.post(server + "/v1/completions", json=body, stream=True, timeout=120) as r:
         next(r.iter_lines())  # the request is running
     deadline = time.time() + 30

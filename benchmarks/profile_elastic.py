@@ -1,0 +1,110 @@
+"""Where the time of one Elastic-Cache request goes, inside vLLM's engine.
+
+    python benchmarks/profile_elastic.py --model examples/models/llada-tiny-arith \
+        --gen-length 512 --out benchmarks/results/profile_elastic.md
+
+Runs the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, one torch thread, as the
+serving worker uses) and wraps the pieces of a step with wall-clock timers: the engine step
+(scheduler + executor + output handling), the worker's execute_model, the model forward,
+attention (page writes, K/V gathers, SDPA), the drift/most-attended statistics, and the
+denoising commit (Canvas.step). Engine overhead = engine step - execute_model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+TIMES: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+
+
+def timed(owner, name: str, label: str) -> None:
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            TIMES[label] += time.perf_counter() - start
+            CALLS[label] += 1
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="examples/models/llada-tiny-arith")
+    ap.add_argument("--gen-length", type=int, default=512)
+    ap.add_argument("--gamma", type=float, default=0.9)
+    ap.add_argument("--out", default="benchmarks/results/profile_elastic.md")
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+    from vllm.v1.engine.core import EngineCore
+
+    from vllm_elastic.attention import DiffusionAttention
+    from vllm_elastic.batch import DiffusionBatch
+    from vllm_elastic.decoding import Canvas
+    from vllm_elastic.engine.runner import DiffusionModelRunner
+    from vllm_elastic.models.llada import LLaDAModel
+    from vllm_elastic.training.data import chat_prompt_ids, test_problem_list
+
+    torch.set_num_threads(1)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    prompt = chat_prompt_ids(tokenizer, test_problem_list(1)[0].question)
+    llm = LLM(model=args.model, dtype="float32", max_model_len=len(prompt) + args.gen_length)
+    extra = dict(schedule="window", window_length=16, threshold=0.9, cache_policy="elastic",
+                 gamma=args.gamma, gen_length=args.gen_length)
+    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
+    llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)  # warm-up
+
+    timed(EngineCore, "step", "engine step")
+    timed(DiffusionModelRunner, "execute_model", "worker execute_model")
+    timed(LLaDAModel, "forward", "model forward")
+    timed(DiffusionAttention, "forward", "attention (incl. statistics)")
+    timed(DiffusionAttention, "_stats", "drift + most-attended statistics")
+    timed(DiffusionBatch, "enter_layer", "layer-input cache + refresh widening")
+    timed(Canvas, "step", "denoising commit (Canvas.step)")
+    start = time.perf_counter()
+    out = llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)[0]
+    total = time.perf_counter() - start
+    acct = out.kv_transfer_params["diffusion"]
+
+    engine = TIMES["engine step"]
+    rows = [("request wall time (generate)", total), *TIMES.items(),
+            ("engine overhead (engine step - execute_model)",
+             engine - TIMES["worker execute_model"]),
+            ("attention without statistics",
+             TIMES["attention (incl. statistics)"] - TIMES["drift + most-attended statistics"]),
+            ("model forward outside attention",
+             TIMES["model forward"] - TIMES["attention (incl. statistics)"]
+             - TIMES["layer-input cache + refresh widening"])]
+    lines = ["| piece | seconds | share of engine steps | calls |", "|---|---|---|---|"]
+    lines += [f"| {name} | {sec:.3f} | {sec / engine:.1%} | {CALLS.get(name, '')} |"
+              for name, sec in rows]
+    text = "\n".join([
+        f"# Profile of one Elastic-Cache request (gen {args.gen_length}, gamma {args.gamma})",
+        "", f"Command: `python {' '.join(sys.argv)}`", "",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. CPU, one torch thread, "
+        f"engine in-process. Steps: {acct['steps']}; work fraction {acct['work_fraction']}; "
+        f"refreshes per layer {acct['refreshes_per_layer']}. Nested rows are included in "
+        f"their parents.", "", *lines, ""])
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
