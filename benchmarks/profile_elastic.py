@@ -5,7 +5,7 @@
 
 Runs the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, one torch thread, as the
 serving worker uses) and wraps the pieces of a step with wall-clock timers: the engine step
-(scheduler + executor + output handling), the worker's execute_model, the model forward,
+(LLMEngine.step: scheduler, executor, output processing), the worker's execute_model, the model forward,
 attention (page writes, K/V gathers, SDPA), the drift/most-attended statistics, and the
 denoising commit (Canvas.step). Engine overhead = engine step - execute_model.
 """
@@ -51,7 +51,7 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
-    from vllm.v1.engine.core import EngineCore
+    from vllm.v1.engine.llm_engine import LLMEngine
 
     from vllm_elastic.attention import DiffusionAttention
     from vllm_elastic.batch import DiffusionBatch
@@ -69,7 +69,7 @@ def main() -> None:
     sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
     llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)  # warm-up
 
-    timed(EngineCore, "step", "engine step")
+    timed(LLMEngine, "step", "engine step")
     timed(DiffusionModelRunner, "execute_model", "worker execute_model")
     timed(LLaDAModel, "forward", "model forward")
     timed(DiffusionAttention, "forward", "attention (incl. statistics)")
