@@ -3,7 +3,14 @@
 `register()` is the `vllm.general_plugins` entry point; vLLM calls it in each of its
 processes. The work is in `plugin.register_all` (imported lazily so that importing this
 package, e.g. for the reference model, does not import vLLM).
+
+Importing the package also registers the LLaDA config class with transformers, so
+AutoConfig/AutoTokenizer open LLaDA checkpoints without their remote code.
 """
+
+from vllm_elastic.llada_config import register_with_transformers
+
+register_with_transformers()
 
 
 def register() -> None:
