@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+import requests
 import torch
 
 # vLLM's CPU backend: a small explicit KV budget keeps engine start fast and memory low.
@@ -59,3 +66,41 @@ def llm(tiny_model):
     engine = LLM(model=tiny_model, dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0)
     yield engine
     del engine
+
+
+@contextlib.contextmanager
+def serve(model: str, log_path, *args: str, env: dict | None = None, timeout: float = 300):
+    """`vllm serve MODEL` on 127.0.0.1 and a free port; yields its URL; stops only the
+    process group it started."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vllm_cli = os.path.join(os.path.dirname(sys.executable), "vllm")
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen(
+            [vllm_cli, "serve", model, "--host", "127.0.0.1", "--port", str(port),
+             "--dtype", "float32", *args], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, **(env or {})})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"vllm serve exited with {proc.returncode}:\n"
+                                f"{log.read()[-4000:]}")
+                try:
+                    if requests.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.time() > deadline:
+                    pytest.fail(f"vllm serve did not become healthy in {timeout} s")
+                time.sleep(1)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

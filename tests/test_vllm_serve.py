@@ -4,16 +4,12 @@ parameter, and a server that keeps serving after bad input."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 
+from conftest import serve
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.reference import cut_at_eos, generate
 
@@ -21,44 +17,12 @@ MAX_MODEL_LEN = 128
 DIFFUSION = {"gen_length": 32, "block_length": 8}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_model, tmp_path_factory):
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("serve") / "server.log", "w+")
-    vllm_cli = os.path.join(os.path.dirname(sys.executable), "vllm")
-    proc = subprocess.Popen(
-        [vllm_cli, "serve", tiny_model, "--host", "127.0.0.1", "--port", str(port),
-         "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
-         "--additional-config", json.dumps({"diffusion": DIFFUSION})],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read()[-4000:]}")
-        try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    else:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("vllm serve did not become healthy in 240 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)  # only the process group we started
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    with serve(tiny_model, tmp_path_factory.mktemp("serve") / "server.log",
+               "--max-model-len", str(MAX_MODEL_LEN),
+               "--additional-config", json.dumps({"diffusion": DIFFUSION})) as url:
+        yield url
 
 
 def post(server, path, body):

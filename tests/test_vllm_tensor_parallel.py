@@ -57,3 +57,34 @@ def test_tp2_equals_single_rank(backend, llm, tiny_model, reference, monkeypatch
         for prompt, (ids, _) in zip(PROMPTS, want):
             assert ids == cut_at_eos(generate(reference, prompt, DiffusionParams(**case)),
                                      reference.config.eos_token_id)
+
+
+@pytest.mark.timeout(600)
+def test_tp2_under_vllm_serve_equals_single_rank(llm, tiny_model, tmp_path):
+    """`vllm serve --tensor-parallel-size 2` (mp) answers like the single-rank engine."""
+    import requests
+
+    from conftest import MAX_MODEL_LEN, serve
+
+    tok = llm.get_tokenizer()
+    texts = ["Once upon a time", "The quick brown fox"]
+    with serve(tiny_model, tmp_path / "tp.log", "--max-model-len", str(MAX_MODEL_LEN),
+               "--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
+               env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"}) as url:
+        for case in (CASES[0], CASES[2]):
+            want = run_texts(llm, tok, texts, case)
+            for text, ids in zip(texts, want):
+                r = requests.post(url + "/v1/completions", timeout=120, json={
+                    "model": tiny_model, "prompt": text, "max_tokens": 32,
+                    "return_token_ids": True, "vllm_xargs": case})
+                assert r.status_code == 200, r.text
+                assert r.json()["choices"][0]["token_ids"] == ids, case
+
+
+def run_texts(llm, tok, texts, case):
+    from vllm import SamplingParams
+
+    outs = llm.generate([{"prompt_token_ids": tok(t)["input_ids"]} for t in texts],
+                        SamplingParams(temperature=0.0, max_tokens=32, extra_args=case),
+                        use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outs]
