@@ -17,6 +17,8 @@ import torch
 # vLLM's CPU backend: a small explicit KV budget keeps engine start fast and memory low.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+# Lets tests send a function to the workers (collective_rpc) for fault injection.
+os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
 EOS_BOOST = 2.5
 MAX_MODEL_LEN = 128  # scales the EOS row of the LM head so some canvases stop early

@@ -175,3 +175,43 @@ class CountingLLM:
 
     def get_tokenizer(self):
         return self.llm.get_tokenizer()
+
+
+FAULT_PROMPT_LEN = 17  # no other test uses a 17-token prompt
+
+
+def arm_fault(worker, armed: bool) -> None:
+    """Runs inside the worker (collective_rpc): make Canvas.step raise for 17-token prompts."""
+    from vllm_elastic.decoding import Canvas
+
+    original = getattr(Canvas, "_unfaulted_step", Canvas.step)
+    Canvas._unfaulted_step = original
+
+    def step(self, logits):
+        if self.prompt_len == FAULT_PROMPT_LEN:
+            raise RuntimeError("injected fault")
+        return original(self, logits)
+
+    Canvas.step = step if armed else original
+
+
+def test_a_failing_request_errors_alone_and_the_engine_keeps_serving(llm, reference):
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    llm.collective_rpc(arm_fault, args=(True,))
+    try:
+        bad = [2] + list(range(40, 55)) + [4]
+        assert len(bad) == FAULT_PROMPT_LEN
+        case = dict(gen_length=16, block_length=8)
+        outs = llm.generate([{"prompt_token_ids": bad}, {"prompt_token_ids": PROMPTS[0]}],
+                            sampling(**dict(case)), use_tqdm=False)
+        assert outs[0].outputs[0].finish_reason == "error"
+        assert list(outs[1].outputs[0].token_ids) == expected(reference, PROMPTS[0], **case)
+    finally:
+        llm.collective_rpc(arm_fault, args=(False,))
+    again = llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(**dict(case)),
+                         use_tqdm=False)[0]
+    assert list(again.outputs[0].token_ids) == expected(reference, PROMPTS[0], **case)

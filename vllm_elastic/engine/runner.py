@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from vllm.forward_context import set_forward_context
+from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
 
@@ -22,6 +23,8 @@ from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding import Canvas
 from vllm_elastic.params import request_params, server_defaults
+
+logger = init_logger(__name__)
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner as _BaseRunner
@@ -39,24 +42,38 @@ class DiffusionModelRunner(_BaseRunner):
         self.policies: dict[str, CachePolicy] = {}
         self.num_layers = vllm_config.model_config.hf_config.n_layers
         self.kv_slots: dict[str, torch.Tensor] = {}
+        # Requests whose decoding raised: reported to the scheduler, which finishes them with
+        # FINISHED_ERROR, so one bad request never takes the engine down.
+        self.failed: set[str] = set()
 
     # Nothing to warm up or capture: the model runs eagerly, steps are data-dependent.
     def warming_up_model(self) -> None:
         return None
 
+    def _drop(self, req_id: str) -> None:
+        self.canvases.pop(req_id, None)
+        self.policies.pop(req_id, None)
+        self.kv_slots.pop(req_id, None)
+
+    def _fail(self, req_id: str) -> None:
+        logger.exception("diffusion request %s failed; finishing it with an error", req_id)
+        self._drop(req_id)
+        self.failed.add(req_id)
+
     def _sync_requests(self, scheduler_output) -> None:
         for req_id in scheduler_output.finished_req_ids:
-            self.canvases.pop(req_id, None)
-            self.policies.pop(req_id, None)
-            self.kv_slots.pop(req_id, None)
+            self._drop(req_id)
         for new in scheduler_output.scheduled_new_reqs:
-            sp = new.sampling_params
-            params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
-            prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
-            canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
-            self.canvases[new.req_id] = canvas
-            self.policies[new.req_id] = make_policy(params, self.num_layers)
-            self.kv_slots[new.req_id] = self._slots(new.block_ids[0], canvas.length)
+            try:
+                sp = new.sampling_params
+                params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
+                prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
+                canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
+                self.canvases[new.req_id] = canvas
+                self.policies[new.req_id] = make_policy(params, self.num_layers)
+                self.kv_slots[new.req_id] = self._slots(new.block_ids[0], canvas.length)
+            except Exception:
+                self._fail(new.req_id)
         cached = scheduler_output.scheduled_cached_reqs
         for req_id, new_blocks in zip(cached.req_ids, cached.new_block_ids):
             if new_blocks and new_blocks[0]:
@@ -73,7 +90,7 @@ class DiffusionModelRunner(_BaseRunner):
     def execute_model(self, scheduler_output, intermediate_tensors=None) -> ModelRunnerOutput:
         self._sync_requests(scheduler_output)
         req_ids = [r for r in scheduler_output.num_scheduled_tokens
-                   if not self.canvases[r].finished]
+                   if r in self.canvases and not self.canvases[r].finished]
         if not req_ids:
             return self._output(list(scheduler_output.num_scheduled_tokens), {})
         canvases = [self.canvases[r] for r in req_ids]
@@ -89,8 +106,11 @@ class DiffusionModelRunner(_BaseRunner):
         logits = self.model.compute_logits(hidden[rows.to(self.device)]).float().cpu()
         released, offset = {}, 0
         for r, c, w in zip(req_ids, canvases, wanted):
-            released[r] = c.step(logits[offset: offset + len(w)])
-            self.policies[r].end_step(c)
+            try:
+                released[r] = c.step(logits[offset: offset + len(w)])
+                self.policies[r].end_step(c)
+            except Exception:
+                self._fail(r)
             offset += len(w)
         return self._output(list(scheduler_output.num_scheduled_tokens), released)
 
@@ -98,7 +118,9 @@ class DiffusionModelRunner(_BaseRunner):
         output = ModelRunnerOutput(req_ids=req_ids,
                                    req_id_to_index={r: i for i, r in enumerate(req_ids)},
                                    sampled_token_ids=[released.get(r, []) for r in req_ids])
-        # Per-request compute accounting rides along to the scheduler (engine/stats.py).
+        # Extra fields ride along to the scheduler (the executor pickles the whole object):
+        # per-request compute accounting, and the requests that failed.
         output.diffusion_accounting = {r: self.policies[r].accounting.as_dict()
-                                       for r in req_ids}
+                                       for r in req_ids if r in self.policies}
+        output.diffusion_failed, self.failed = sorted(self.failed), set()
         return output

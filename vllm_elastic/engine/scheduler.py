@@ -78,6 +78,11 @@ class DiffusionScheduler(Scheduler):
     def update_from_output(self, scheduler_output, model_runner_output):
         # The worker's per-request compute accounting (latest value wins).
         self.accounting.update(getattr(model_runner_output, "diffusion_accounting", None) or {})
+        # Requests whose decoding failed in the worker: stock code finishes the ids in this set
+        # with FINISHED_ERROR and emits their outputs (the client gets an error, the engine
+        # keeps serving); it is the set vLLM uses for grammar failures.
+        self.grammar_compile_error_reqs.update(
+            r for r in getattr(model_runner_output, "diffusion_failed", ()) if r in self.requests)
         return super().update_from_output(scheduler_output, model_runner_output)
 
     def _free_request(self, request: Request, *args, **kwargs):
