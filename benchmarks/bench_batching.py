@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -50,6 +49,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/batching")
     args = ap.parse_args()
 
+    from report import write_report
     from transformers import AutoTokenizer
     from vllm import LLM
 
@@ -85,19 +85,11 @@ def main() -> None:
         lines.append(f"| {r['tp']} | {r['policy']} | {r['batch']} | {r['tokens_per_s']:.1f} | "
                      f"{r['requests_per_s']:.2f} | {ratio(r, one)} | {ratio(r, none)} | "
                      f"{ratio(r, tp1)} |")
-    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only"
-    text = "\n".join([
-        f"# Throughput vs concurrency and TP on `{args.model}`", "",
-        f"Command: `python {' '.join(sys.argv)}`", "",
-        f"Machine: {device}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"{args.requests} held-out prompts, gen_length {args.gen_length}, window 16 + "
-        f"threshold 0.9, greedy, fp32.", "", *lines, ""])
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
+    write_report(args.out + ".md", f"Throughput vs concurrency and TP on `{args.model}`",
+                 f"{args.requests} held-out prompts, gen_length {args.gen_length}, window 16 + "
+                 f"threshold 0.9, greedy, fp32.", lines)
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-    print(text)
 
 
 if __name__ == "__main__":

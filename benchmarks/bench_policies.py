@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
@@ -90,26 +88,20 @@ def add_comparisons(rows: list[dict]) -> None:
             r["agreement_with_none"] = sum(same) / len(same)
 
 
-def markdown(rows, args, device: str) -> str:
+def table(rows) -> list[str]:
     head = ("| gen | config | accuracy | tokens/s | s/request | speedup vs baseline | "
             "speedup vs window/none | same answer as window/none | work fraction | "
             "ratio to compute bound | steps/request |\n|" + "---|" * 11)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = [head] + [
+    return [head] + [
         f"| {r['gen_length']} | {r['config']} | {r['accuracy']:.1%} | {r['tokens_per_s']:.1f} | "
         f"{r['s_per_request']:.3f} | {fmt(r['speedup_vs_baseline'], '.2f')}x | "
         f"{fmt(r['speedup_vs_none'], '.2f')}x | {fmt(r.get('agreement_with_none'), '.0%')} | "
         f"{r['work_fraction']:.3f} | {r['ratio_to_compute_bound']:.2f} | "
-        f"{r['steps_per_request']:.1f} |" for r in rows]
-    return "\n".join([
-        f"# Cache policies on `{args.model}`", "",
-        f"Command: `python {' '.join(sys.argv)}`", "",
-        f"Machine: {device}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"{args.n} held-out problems, greedy, requests {args.concurrency} at a time, fp32.", "",
-        *lines, "",
-        "tokens/s counts answer tokens before the first EOS only. Work fraction: token-layer "
+        f"{r['steps_per_request']:.1f} |" for r in rows] + [
+        "", "tokens/s counts answer tokens before the first EOS only. Work fraction: token-layer "
         "evaluations computed / full recompute's. Ratio to compute bound: computed / the "
-        "step query sets through every layer.", ""])
+        "step query sets through every layer."]
 
 
 def plot(rows, path: str) -> None:
@@ -146,6 +138,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/policies")
     args = ap.parse_args()
 
+    from report import write_report
     from transformers import AutoTokenizer
     from vllm import LLM
 
@@ -170,16 +163,14 @@ def main() -> None:
             print(f"gen {gen} {name}: acc {row['accuracy']:.1%} {row['tokens_per_s']:.1f} tok/s "
                   f"work {row['work_fraction']:.3f}", file=sys.stderr, flush=True)
     add_comparisons(rows)
-    device = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only"
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(rows, args, device))
+    write_report(args.out + ".md", f"Cache policies on `{args.model}`",
+                 f"{args.n} held-out problems, greedy, requests {args.concurrency} at a time, "
+                 f"fp32.", table(rows))
     with open(args.out + ".json", "w") as f:
         json.dump([{k: v for k, v in r.items() if k != "token_ids"} for r in rows], f, indent=1)
     if any(r["config"].startswith("elastic/") for r in rows) and \
             any(r["config"] == "window/none" for r in rows):
         plot(rows, args.out + ".png")
-    print(open(args.out + ".md").read())
 
 
 if __name__ == "__main__":

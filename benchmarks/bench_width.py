@@ -14,13 +14,11 @@ Elastic-Cache's accuracy or how often it refreshes. Writes OUT.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from report import write_report
 
 
 def layer_weights(d: int, heads: int, mlp: int) -> dict[str, torch.Tensor]:
@@ -77,17 +75,11 @@ def main() -> None:
         lines.append(f"| {length} | {full:.3f} | {part:.3f} (n={args.query}) | "
                      f"{1e3 * full / length:.2f} | {1e3 * part / args.query:.2f} | "
                      f"{part / full:.3f} | {args.query / length:.3f} |")
-    device = f"{platform.processor() or platform.machine()}, {args.threads} torch thread(s), CPU"
-    text = "\n".join([
-        f"# Kernel time per token-layer at width {args.d_model} (random weights)", "",
-        f"Command: `python {' '.join(sys.argv)}`", "",
-        f"Machine: {device}. Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"fp32; one LLaDA layer ({args.heads} heads, MLP {args.mlp}); times only kernels, "
-        f"no elastic speedup or accuracy (random weights).", "", *lines, ""])
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".md", "w") as f:
-        f.write(text)
-    print(text)
+    write_report(args.out + ".md",
+                 f"Kernel time per token-layer at width {args.d_model} (random weights)",
+                 f"fp32; one LLaDA layer ({args.heads} heads, MLP {args.mlp}); times only "
+                 f"kernels, no elastic speedup or accuracy (random weights).", lines,
+                 threads=f"{args.threads} torch thread(s)")
 
 
 if __name__ == "__main__":

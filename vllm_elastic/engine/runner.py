@@ -17,7 +17,7 @@ import torch
 from vllm.forward_context import set_forward_context
 from vllm.logger import init_logger
 from vllm.platforms import current_platform
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+from vllm.v1.outputs import ModelRunnerOutput
 
 from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
