@@ -123,23 +123,32 @@ def metric(server, name: str, label: str = "") -> float:
 
 
 def test_client_disconnect_aborts_and_frees_kv_blocks(server):
+    """A streaming client that goes away is aborted and its KV blocks freed. Other requests
+    keep the engine busy (every step then runs all their canvases), so the streamed request
+    is still far from its end when the client disconnects."""
+    from concurrent.futures import ThreadPoolExecutor
+
     completed = 'finished_reason="length"'
     before = metric(server, "vllm:request_success_total", completed)
-    # ignore_eos, one token per step: 96 steps; the first block (8 steps) streams first, so
-    # the client is gone while ~88 steps remain.
-    body = {"model": served_name(server), "prompt": "hi", "max_tokens": 96, "stream": True,
-            "ignore_eos": True, "vllm_xargs": {"gen_length": 96, "block_length": 8}}
-    with requests.post(server + "/v1/completions", json=body, stream=True, timeout=120) as r:
-        next(r.iter_lines())  # the request is running
+    long = {"prompt": "hi", "max_tokens": 96, "ignore_eos": True,
+            "vllm_xargs": {"gen_length": 96, "block_length": 8}}  # 96 steps, never stops early
+    with ThreadPoolExecutor(8) as pool:
+        busy = [pool.submit(post, server, "/v1/completions", long) for _ in range(8)]
+        time.sleep(0.2)  # the busy requests are admitted
+        body = {"model": served_name(server), "stream": True, **long}
+        with requests.post(server + "/v1/completions", json=body, stream=True,
+                           timeout=120) as r:
+            next(r.iter_lines())  # the request is running
+        assert all(f.result().status_code == 200 for f in busy)
     deadline = time.time() + 30
     while time.time() < deadline:
         if metric(server, "vllm:num_requests_running") == 0 and \
                 metric(server, "vllm:kv_cache_usage_perc") == 0:
-            # It did not run to its end (it would have finished with "length"): it was aborted.
-            assert metric(server, "vllm:request_success_total", completed) == before
+            # The 8 busy requests ran to their end; the streamed one did not: it was aborted.
+            assert metric(server, "vllm:request_success_total", completed) == before + 8
             break
         time.sleep(0.2)
     else:
-        pytest.fail("the aborted request still holds KV blocks after 30 s")
+        pytest.fail("requests still hold KV blocks 30 s after the client went away")
     ok = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 32})
     assert ok.status_code == 200
