@@ -8,9 +8,7 @@ Importing the package also registers the LLaDA config class with transformers, s
 AutoConfig/AutoTokenizer open LLaDA checkpoints without their remote code.
 """
 
-from vllm_elastic.llada_config import register_with_transformers
-
-register_with_transformers()
+import vllm_elastic.llada_config  # noqa: F401,E402 - registers itself with transformers
 
 
 def register() -> None:
