@@ -18,6 +18,8 @@ summed across tensor-parallel ranks so every rank takes the same decision.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,13 +144,7 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         if before is not None:
             old_q, old_k = before
             new = self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col], keys)
-            old = self._probs(old_q, old_k)
-            # Cosine similarity along the head axis (as the authors' code takes it); the sums
-            # over heads are added across TP ranks first so every rank decides alike.
-            parts = _tp_sum(torch.stack([(new * old).sum(0), (new * new).sum(0),
-                                         (old * old).sum(0)]))
-            cos = parts[0] / (parts[1].sqrt() * parts[2].sqrt()).clamp_min(1e-8)
-            similarity = float(cos.mean())
+            similarity = head_axis_similarity(new, self._probs(old_q, old_k))
         if probe.window.numel():
             window_q = rows[p.slots[probe.window], self.q_col: self.h_col]
             mass = _tp_sum(self._probs(window_q, keys).sum(dim=(0, 1)))
@@ -179,11 +175,30 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return out.transpose(0, 1).reshape(n, -1)
 
 
+_COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's default eps
+
+
 def _tp_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum a per-rank statistic over tensor-parallel ranks (heads are split across them)."""
     if get_tensor_model_parallel_world_size() > 1:
         return tensor_model_parallel_all_reduce(t.contiguous())
     return t
+
+
+def head_axis_similarity(new: torch.Tensor, old: torch.Tensor,
+                         reduce: Callable[[torch.Tensor], torch.Tensor] = _tp_sum) -> float:
+    """Elastic-Cache's drift statistic: cosine similarity of attention weights [heads, n, L]
+    along the head axis, averaged over tracked tokens x keys (as the authors' code takes it).
+
+    The sums over heads are added across TP ranks first, so every rank decides alike. Each norm
+    is clamped on its own, as torch's F.cosine_similarity does: clamping their product instead
+    scores every key whose weights are below ~1e-4 as cosine 0, which on a sharply attending
+    model drags the mean far below gamma at every layer (our first version did that).
+    `reduce` sums over tensor-parallel ranks (identity in unit tests).
+    """
+    parts = reduce(torch.stack([(new * old).sum(0), (new * new).sum(0), (old * old).sum(0)]))
+    norms = parts[1].sqrt().clamp_min(_COS_EPS) * parts[2].sqrt().clamp_min(_COS_EPS)
+    return float((parts[0] / norms).mean())
 
 
 try:  # the CUDA fast path; absent on CPU machines
