@@ -10,6 +10,11 @@ Rows (the issue's benchmark plan), each at every gen length:
   elastic/g     Elastic-Cache at gamma g (window 16, threshold 0.9, track_num 1)
   elastic-trigger/g, elastic-all/g   (beyond the paper) a trigger at layer l also
                 recomputes layer l, or layers 0..l (`refresh_layers`), at gamma 0.9
+  elastic-floor/g   (beyond the paper) the drift mean leaves out keys whose attention
+                weights are below 1e-6 in both rows (`drift_min_weight`)
+  w1/...        the same window committing one token per step (no threshold): many steps
+                per request, the regime where reusing the cache between steps pays; compared
+                with w1/none
 
 Requests run one at a time (`--concurrency 1`, the paper's setting) unless told otherwise.
 Throughput counts only tokens the user receives: the answer before its first EOS (the
@@ -27,6 +32,7 @@ import time
 
 WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
+FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
 
 
 def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
@@ -38,7 +44,20 @@ def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
              for g in gammas]
     rows += [(f"elastic-{mode}/0.9", dict(WINDOW, cache_policy="elastic", gamma=0.9,
                                           refresh_layers=mode)) for mode in ("trigger", "all")]
+    rows += [(f"elastic-floor/{g}", dict(WINDOW, cache_policy="elastic", gamma=g,
+                                         drift_min_weight=FLOOR)) for g in gammas]
+    one = dict(WINDOW, threshold=None, tokens_per_iter=1)
+    rows += [("w1/none", dict(one, cache_policy="none")),
+             ("w1/dual", dict(one, cache_policy="dual")),
+             ("w1/elastic/0.9", dict(one, cache_policy="elastic", gamma=0.9)),
+             ("w1/elastic-floor/0.9", dict(one, cache_policy="elastic", gamma=0.9,
+                                           drift_min_weight=FLOOR))]
     return rows
+
+
+def family_none(name: str) -> str:
+    """The full-recompute row under the same schedule: w1/none for w1/..., else window/none."""
+    return "w1/none" if name.startswith("w1/") else "window/none"
 
 
 def answer_tokens(token_ids: list[int], eos_id: int) -> list[int]:
@@ -76,11 +95,12 @@ def summarize(name, gen_length, outputs, seconds, problems, eos_id, extract_answ
 
 
 def add_comparisons(rows: list[dict]) -> None:
-    """Speedups over the paper's baseline and over window/none (same run), and agreement of
-    each answer with window/none's, token for token."""
+    """Speedups over the paper's baseline and over `none` under the same schedule (same run),
+    and agreement of each answer with that `none` row's, token for token."""
     by = {(r["config"], r["gen_length"]): r for r in rows}
     for r in rows:
-        base, none = by.get(("baseline", r["gen_length"])), by.get(("window/none", r["gen_length"]))
+        base = by.get(("baseline", r["gen_length"]))
+        none = by.get((family_none(r["config"]), r["gen_length"]))
         r["speedup_vs_baseline"] = r["tokens_per_s"] / base["tokens_per_s"] if base else None
         r["speedup_vs_none"] = r["tokens_per_s"] / none["tokens_per_s"] if none else None
         if none:
@@ -90,7 +110,7 @@ def add_comparisons(rows: list[dict]) -> None:
 
 def table(rows) -> list[str]:
     head = ("| gen | config | accuracy | tokens/s | s/request | speedup vs baseline | "
-            "speedup vs window/none | same answer as window/none | work fraction | "
+            "speedup vs none (same schedule) | same answer as none | work fraction | "
             "ratio to compute bound | steps/request |\n|" + "---|" * 11)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     return [head] + [
@@ -99,7 +119,8 @@ def table(rows) -> list[str]:
         f"{fmt(r['speedup_vs_none'], '.2f')}x | {fmt(r.get('agreement_with_none'), '.0%')} | "
         f"{r['work_fraction']:.3f} | {r['ratio_to_compute_bound']:.2f} | "
         f"{r['steps_per_request']:.1f} |" for r in rows] + [
-        "", "tokens/s counts answer tokens before the first EOS only. Work fraction: token-layer "
+        "", "tokens/s counts answer tokens before the first EOS only. `none` under the same "
+        "schedule is window/none, or w1/none for the w1 rows. Work fraction: token-layer "
         "evaluations computed / full recompute's. Ratio to compute bound: computed / the "
         "step query sets through every layer."]
 
@@ -111,11 +132,15 @@ def plot(rows, path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for gen in sorted({r["gen_length"] for r in rows}):
-        el = sorted((r for r in rows if r["gen_length"] == gen and r["config"].startswith(
-            "elastic/")), key=lambda r: float(r["config"].split("/")[1]))
-        g = [float(r["config"].split("/")[1]) for r in el]
-        ax1.plot(g, [r["speedup_vs_baseline"] for r in el], "o-", label=f"gen {gen}")
-        ax2.plot(g, [r["accuracy"] for r in el], "o-", label=f"gen {gen}")
+        for prefix, style in (("elastic/", "o-"), ("elastic-floor/", "s:")):
+            el = sorted((r for r in rows if r["gen_length"] == gen and r["config"].startswith(
+                prefix)), key=lambda r: float(r["config"].split("/")[1]))
+            if not el:
+                continue
+            g = [float(r["config"].split("/")[1]) for r in el]
+            label = f"gen {gen} {prefix.rstrip('/')}"
+            ax1.plot(g, [r["speedup_vs_baseline"] for r in el], style, label=label)
+            ax2.plot(g, [r["accuracy"] for r in el], style, label=label)
         none = next(r for r in rows if r["gen_length"] == gen and r["config"] == "window/none")
         ax2.axhline(none["accuracy"], ls="--", lw=0.8, color=ax2.lines[-1].get_color())
     ax1.set(xlabel="gamma", ylabel="speedup vs LLaDA baseline (x)", title="Elastic-Cache speed")

@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--model", default="examples/models/llada-tiny-arith")
     ap.add_argument("--gen-length", type=int, default=512)
     ap.add_argument("--gamma", type=float, default=0.9)
+    ap.add_argument("--threshold", type=lambda v: None if v == "none" else float(v), default=0.9,
+                    help="window commit threshold; 'none' commits one token per step")
+    ap.add_argument("--drift-min-weight", type=float, default=0.0)
     ap.add_argument("--out", default="benchmarks/results/profile_elastic.md")
     args = ap.parse_args()
 
@@ -64,8 +67,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompt = chat_prompt_ids(tokenizer, test_problem_list(1)[0].question)
     llm = LLM(model=args.model, dtype="float32", max_model_len=len(prompt) + args.gen_length)
-    extra = dict(schedule="window", window_length=16, threshold=0.9, cache_policy="elastic",
-                 gamma=args.gamma, gen_length=args.gen_length)
+    extra = dict(schedule="window", window_length=16, threshold=args.threshold,
+                 tokens_per_iter=1, cache_policy="elastic", gamma=args.gamma,
+                 drift_min_weight=args.drift_min_weight, gen_length=args.gen_length)
     sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
     llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)  # warm-up
 
@@ -94,7 +98,8 @@ def main() -> None:
     lines += [f"| {name} | {sec:.3f} | {sec / engine:.1%} | {CALLS.get(name, '')} |"
               for name, sec in rows]
     text = "\n".join([
-        f"# Profile of one Elastic-Cache request (gen {args.gen_length}, gamma {args.gamma})",
+        f"# Profile of one Elastic-Cache request (gen {args.gen_length}, gamma {args.gamma}, "
+        f"threshold {args.threshold}, drift_min_weight {args.drift_min_weight})",
         "", f"Command: `python {' '.join(sys.argv)}`", "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. CPU, one torch thread, "
         f"engine in-process. Steps: {acct['steps']}; work fraction {acct['work_fraction']}; "

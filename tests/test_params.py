@@ -20,6 +20,9 @@ def test_defaults_are_valid_and_one_token_per_step():
     ({"gen_length": 0}, "gen_length"),
     ({"block_length": "x"}, "block_length"),
     ({"window": 3}, "window"),
+    ({"drift_min_weight": 1.0}, "drift_min_weight"),
+    ({"drift_min_weight": -1e-6}, "drift_min_weight"),
+    ({"drift_min_weight": "tiny"}, "drift_min_weight"),
 ])
 def test_bad_values_name_the_parameter(overrides, param):
     with pytest.raises(DiffusionParamError) as e:
@@ -33,6 +36,8 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
     p = request_params(defaults, {"block_length": 32.0, "steps": "32", "unrelated": 1}, 0.5, 7)
     assert (p.gen_length, p.block_length, p.steps, p.temperature, p.seed) == (64, 32, 32, 0.5, 7)
     assert p.steps_per_block == 16
+    assert request_params(defaults, {"drift_min_weight": "1e-6"}, 0.0, None).drift_min_weight \
+        == 1e-6
 
 
 def test_unknown_server_default_is_rejected():

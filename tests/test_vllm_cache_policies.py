@@ -92,7 +92,8 @@ def test_bad_policy_parameters_are_rejected(llm):
 
     for bad, param in [({"cache_policy": "lru"}, "cache_policy"), ({"gamma": 1.5}, "gamma"),
                        ({"schedule": "diagonal"}, "schedule"), ({"window_length": 0},
-                                                               "window_length")]:
+                                                               "window_length"),
+                       ({"drift_min_weight": 2}, "drift_min_weight")]:
         with pytest.raises(VLLMValidationError) as e:
             llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(bad), use_tqdm=False)
         assert e.value.parameter == param
@@ -105,7 +106,8 @@ def test_mixed_batch_equals_each_request_alone(llm):
             (PROMPTS[1], dict(BLOCKS, cache_policy="dual")),
             (PROMPTS[2], dict(WINDOW, cache_policy="prefix", gen_length=48)),
             (PROMPTS[3], dict(BLOCKS, cache_policy="none", gen_length=16)),
-            (PROMPTS[1], dict(WINDOW, cache_policy="elastic", gamma=0.99, track_num=2))]
+            (PROMPTS[1], dict(WINDOW, cache_policy="elastic", gamma=0.99, track_num=2)),
+            (PROMPTS[2], dict(WINDOW, cache_policy="elastic", gamma=0.9, drift_min_weight=1e-6))]
     together = llm.generate([{"prompt_token_ids": p} for p, _ in jobs],
                             [sampling(c) for _, c in jobs], use_tqdm=False)
     for (prompt, case), out in zip(jobs, together):

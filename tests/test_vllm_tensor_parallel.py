@@ -20,7 +20,7 @@ CASES = [
     dict(gen_length=32, schedule="window", window_length=8, threshold=0.3,
          cache_policy="elastic", gamma=0.9),
     dict(gen_length=32, schedule="window", window_length=8, threshold=0.3,
-         cache_policy="elastic", gamma=0.99, track_num=2),
+         cache_policy="elastic", gamma=0.99, track_num=2, drift_min_weight=1e-6),
     dict(gen_length=32, block_length=8, cache_policy="dual"),
 ]
 

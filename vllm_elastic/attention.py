@@ -144,7 +144,8 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         if before is not None:
             old_q, old_k = before
             new = self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col], keys)
-            similarity = head_axis_similarity(new, self._probs(old_q, old_k))
+            similarity = head_axis_similarity(new, self._probs(old_q, old_k),
+                                              min_weight=probe.min_weight)
         if probe.window.numel():
             window_q = rows[p.slots[probe.window], self.q_col: self.h_col]
             mass = _tp_sum(self._probs(window_q, keys).sum(dim=(0, 1)))
@@ -185,7 +186,7 @@ def _tp_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def head_axis_similarity(new: torch.Tensor, old: torch.Tensor,
+def head_axis_similarity(new: torch.Tensor, old: torch.Tensor, min_weight: float = 0.0,
                          reduce: Callable[[torch.Tensor], torch.Tensor] = _tp_sum) -> float:
     """Elastic-Cache's drift statistic: cosine similarity of attention weights [heads, n, L]
     along the head axis, averaged over tracked tokens x keys (as the authors' code takes it).
@@ -194,11 +195,16 @@ def head_axis_similarity(new: torch.Tensor, old: torch.Tensor,
     is clamped on its own, as torch's F.cosine_similarity does: clamping their product instead
     scores every key whose weights are below ~1e-4 as cosine 0, which on a sharply attending
     model drags the mean far below gamma at every layer (our first version did that).
-    `reduce` sums over tensor-parallel ranks (identity in unit tests).
+    `min_weight` > 0 (beyond the paper) averages only over keys whose weight norm over heads
+    reaches it in the old or the new row. `reduce` sums over tensor-parallel ranks.
     """
     parts = reduce(torch.stack([(new * old).sum(0), (new * new).sum(0), (old * old).sum(0)]))
-    norms = parts[1].sqrt().clamp_min(_COS_EPS) * parts[2].sqrt().clamp_min(_COS_EPS)
-    return float((parts[0] / norms).mean())
+    new_norm, old_norm = parts[1].sqrt(), parts[2].sqrt()
+    cos = parts[0] / (new_norm.clamp_min(_COS_EPS) * old_norm.clamp_min(_COS_EPS))
+    if min_weight > 0:
+        kept = (new_norm >= min_weight) | (old_norm >= min_weight)
+        return float(cos[kept].mean()) if bool(kept.any()) else 1.0
+    return float(cos.mean())
 
 
 try:  # the CUDA fast path; absent on CPU machines

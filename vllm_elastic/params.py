@@ -21,7 +21,7 @@ REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 # extra_args keys we read; anything else in extra_args is left alone for other plugins.
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
-                  "refresh_interval", "full_update", "refresh_layers")
+                  "refresh_interval", "full_update", "refresh_layers", "drift_min_weight")
 
 
 class DiffusionParamError(ValueError):
@@ -63,6 +63,11 @@ class DiffusionParams:
     # elastic, beyond the paper: which layers a drift trigger at layer l refreshes: `after`
     # (l+1.., the paper's), `trigger` (l.., recomputing l), `all` (0.., recomputing 0..l).
     refresh_layers: str = "after"
+    # elastic, beyond the paper: leave out of the drift test's mean the keys whose attention
+    # weights (norm over heads) are below this in both the old and the new row. 0 = the
+    # authors' statistic over every key, where keys with norm < 1e-8 score cosine ~0 (torch's
+    # eps) however little they moved: on sharply attending models that alone fails the test.
+    drift_min_weight: float = 0.0
 
     @property
     def num_steps(self) -> int:
@@ -99,6 +104,12 @@ class DiffusionParams:
         if not (isinstance(self.gamma, (int, float)) and 0.0 <= self.gamma <= 1.0):
             raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
                                                f"{self.gamma!r}")
+        if not (isinstance(self.drift_min_weight, (int, float))
+                and not isinstance(self.drift_min_weight, bool)
+                and 0.0 <= self.drift_min_weight < 1.0):
+            raise DiffusionParamError(
+                "drift_min_weight",
+                f"drift_min_weight must be a number in [0, 1), got {self.drift_min_weight!r}")
         if not isinstance(self.full_update, bool):
             raise DiffusionParamError("full_update", f"full_update must be true or false, got "
                                                      f"{self.full_update!r}")
@@ -158,7 +169,7 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-    if name in ("threshold", "temperature", "gamma") and isinstance(value, str):
+    if name in ("threshold", "temperature", "gamma", "drift_min_weight") and isinstance(value, str):
         try:
             return float(value)
         except ValueError:

@@ -20,10 +20,12 @@ class Probe:
 
     tracked: positions whose old and new attention rows are compared (drift test); empty for
       no test. window: positions whose attention mass over keys is summed (most-attended).
+    min_weight: keys whose weights are below it in both rows are left out of the drift mean.
     """
 
     tracked: torch.Tensor
     window: torch.Tensor
+    min_weight: float = 0.0
 
 
 @dataclass

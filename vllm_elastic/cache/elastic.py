@@ -23,7 +23,10 @@ the accounting counts token-layer evaluations exactly (theirs counts step 0 as L
 Beyond the paper (default off): the authors never refresh layer 0 after step 0, and a trigger
 at layer l refreshes only l+1.., so stale shallow outputs are never repaired.
 `refresh_layers="trigger"` also recomputes layer l; `"all"` recomputes layers 0..l (every
-position, from the cached layer inputs) before going on.
+position, from the cached layer inputs) before going on. And (default 0, off)
+`drift_min_weight` leaves out of the drift mean the keys nobody attends to: torch's cosine
+scores a key whose weights have norm < 1e-8 in both rows as ~0 however little it moved, which
+on a sharply attending model fails the test at the first layer every step.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ class ElasticCache(CachePolicy):
         if self.redoing:
             return None
         drift = not self.in_update_mode(layer) and self.trigger is None
-        return Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window)
+        return Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
+                     min_weight=self.params.drift_min_weight)
 
     def observe(self, layer: int, stats: LayerStats) -> None:
         if stats.similarity is not None:
