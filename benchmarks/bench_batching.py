@@ -3,8 +3,9 @@
     python benchmarks/bench_batching.py --model examples/models/llada-tiny-arith \
         --requests 64 --batch-sizes 1 4 16 64 --tp 1 2 --out benchmarks/results/batching
 
-For each TP size one engine; for each policy (window + threshold schedule, `none` and
-`elastic`) and each concurrency B, the same held-out prompts run in waves of B requests
+For each TP size one engine; for each policy (window + threshold schedule; `none`, `dual`,
+`elastic` at gamma 0.9, `elastic-floor` = elastic with drift_min_weight 1e-6) and each
+concurrency B, the same held-out prompts run in waves of B requests
 submitted together (each wave's requests share every forward pass). Generated tokens count
 only what the user receives (answer tokens before the first EOS). Writes OUT.md and OUT.json.
 """
@@ -18,6 +19,11 @@ import sys
 import time
 
 WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
+# Policy rows: the cache_policy and its knobs (elastic-floor: the drift test over attended keys).
+POLICIES = {"none": {"cache_policy": "none"}, "dual": {"cache_policy": "dual"},
+            "elastic": {"cache_policy": "elastic", "gamma": 0.9},
+            "elastic-floor": {"cache_policy": "elastic", "gamma": 0.9,
+                              "drift_min_weight": 1e-6}}
 
 
 def measure(llm, prompts, extra: dict, batch: int, eos_id: int) -> dict:
@@ -41,7 +47,7 @@ def main() -> None:
     ap.add_argument("--model", default="examples/models/llada-tiny-arith")
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
-    ap.add_argument("--policies", nargs="+", default=["none", "elastic"])
+    ap.add_argument("--policies", nargs="+", default=["none", "elastic"], choices=list(POLICIES))
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--tp", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tp-batch-sizes", type=int, nargs="+", default=[1, 16],
@@ -66,7 +72,7 @@ def main() -> None:
                   tensor_parallel_size=tp, max_num_seqs=max(args.batch_sizes),
                   max_num_batched_tokens=max_len * max(args.batch_sizes))
         for policy in args.policies:
-            extra = dict(WINDOW, cache_policy=policy, gen_length=args.gen_length)
+            extra = dict(WINDOW, **POLICIES[policy], gen_length=args.gen_length)
             measure(llm, prompts[:2], extra, 2, tokenizer.eos_token_id)  # warm-up
             for batch in (args.batch_sizes if tp == 1 else args.tp_batch_sizes):
                 row = dict(tp=tp, policy=policy, batch=batch,

@@ -19,9 +19,10 @@ consecutive steps are compared:
      positions beyond the window, by distance past the window's end.
   4. Elastic-Cache's drift statistic itself: the cosine along the head axis between the
      tracked token's attention rows at t-1 and t, averaged over keys, per layer, as torch's
-     cosine_similarity computes it (eps 1e-8 on each norm) and restricted to keys where either
-     row has weight >= 1e-6 in some head. (Under full recompute both rows are fresh; inside
-     Elastic-Cache the old row comes from the cache.)
+     cosine_similarity computes it (eps 1e-8 on each norm) and restricted to keys whose
+     weight norm over heads is >= 1e-6 in either row (the engine's drift_min_weight). (Under
+     full recompute both rows are fresh; inside Elastic-Cache the old row comes from the
+     cache.)
 
 Writes OUT.md (tables), OUT_drift.png, OUT_mass_vs_drift.png, OUT_offwindow.png,
 OUT_similarity.png.
@@ -83,11 +84,12 @@ def row_drift(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
 
 def head_axis_similarity(new: torch.Tensor, old: torch.Tensor, floor: float | None = None):
     """Elastic-Cache's statistic on attention rows [H, n, L]: cosine over heads, mean over
-    rows x keys; with `floor`, only keys where some head of either row has weight >= floor."""
+    rows x keys; with `floor`, only keys whose weight norm over heads reaches it in either
+    row (what the engine's `drift_min_weight` does)."""
     cos = F.cosine_similarity(new, old, dim=0)
     if floor is None:
         return float(cos.mean())
-    keep = (new.amax(0) >= floor) | (old.amax(0) >= floor)
+    keep = (new.norm(dim=0) >= floor) | (old.norm(dim=0) >= floor)
     return float(cos[keep].mean())
 
 
@@ -182,9 +184,10 @@ def plots(c: Collector, out: str) -> None:
 
     layers = list(range(c.L))
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for name in c.drift:
-        ax[0].plot(layers, [mean(x) for x in c.drift[name]], marker="o", label=name)
-        ax[1].plot(layers, [mean(x) for x in c.v_drift[name]], marker="o", label=name)
+    for name in c.drift:  # drift below 1e-9 is float rounding (layer 0 only moves by it)
+        ax[0].plot(layers, [max(mean(x), 1e-9) for x in c.drift[name]], marker="o", label=name)
+        ax[1].plot(layers, [max(mean(x), 1e-9) for x in c.v_drift[name]], marker="o",
+                   label=name)
     for a, what in zip(ax, ("K", "V")):
         a.set_yscale("log")
         a.set_xlabel("layer")
@@ -230,7 +233,7 @@ def plots(c: Collector, out: str) -> None:
     ax.plot(layers, [mean(x) for x in c.sim_torch], marker="o",
             label="as computed (torch cosine, eps 1e-8)")
     ax.plot(layers, [mean(x) for x in c.sim_floor], marker="o",
-            label="keys with weight >= 1e-6 only")
+            label="keys with weight norm >= 1e-6 only")
     ax.set_xlabel("layer")
     ax.set_ylabel("head-axis cosine, tracked token's rows t-1 vs t")
     ax.set_ylim(0, 1.02)
