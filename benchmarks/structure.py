@@ -82,17 +82,6 @@ def row_drift(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return 1 - F.cosine_similarity(new, old, dim=-1)
 
 
-def head_axis_similarity(new: torch.Tensor, old: torch.Tensor, floor: float | None = None):
-    """Elastic-Cache's statistic on attention rows [H, n, L]: cosine over heads, mean over
-    rows x keys; with `floor`, only keys whose weight norm over heads reaches it in either
-    row (what the engine's `drift_min_weight` does)."""
-    cos = F.cosine_similarity(new, old, dim=0)
-    if floor is None:
-        return float(cos.mean())
-    keep = (new.norm(dim=0) >= floor) | (old.norm(dim=0) >= floor)
-    return float(cos[keep].mean())
-
-
 class Collector:
     def __init__(self, num_layers: int, max_distance: int) -> None:
         self.L = num_layers
@@ -147,8 +136,15 @@ class Collector:
             self.by_distance_count[layer].index_add_(0, dist, torch.ones(dist.numel()))
             # Elastic-Cache's statistic on the tracked token's rows.
             rows_new, rows_old = b.probs[:, [top]], a.probs[:, [top]]
-            self.sim_torch[layer].append(head_axis_similarity(rows_new, rows_old))
-            self.sim_floor[layer].append(head_axis_similarity(rows_new, rows_old, floor=1e-6))
+            self.sim_torch[layer].append(self._similarity(rows_new, rows_old, 0.0))
+            self.sim_floor[layer].append(self._similarity(rows_new, rows_old, 1e-6))
+
+    @staticmethod
+    def _similarity(new: torch.Tensor, old: torch.Tensor, min_weight: float) -> float:
+        """The engine's statistic itself (one rank: nothing to sum across)."""
+        from vllm_elastic.attention import head_axis_similarity
+
+        return head_axis_similarity(new, old, min_weight=min_weight, reduce=lambda t: t)
 
 
 def decode_and_trace(model, prompt_ids, gen_length, collector) -> int:
