@@ -60,8 +60,10 @@ def test_tp2_equals_single_rank(backend, llm, tiny_model, reference, monkeypatch
 
 
 @pytest.mark.timeout(600)
-def test_tp2_under_vllm_serve_equals_single_rank(llm, tiny_model, tmp_path):
-    """`vllm serve --tensor-parallel-size 2` (mp) answers like the single-rank engine."""
+@pytest.mark.parametrize("backend", ["mp", "ray"])
+def test_tp2_under_vllm_serve_equals_single_rank(backend, llm, tiny_model, tmp_path):
+    """`vllm serve --tensor-parallel-size 2` over mp and over Ray (a private Ray instance on
+    127.0.0.1, as without RAY_ADDRESS) answers like the single-rank engine."""
     import requests
 
     from conftest import MAX_MODEL_LEN, serve
@@ -69,7 +71,7 @@ def test_tp2_under_vllm_serve_equals_single_rank(llm, tiny_model, tmp_path):
     tok = llm.get_tokenizer()
     texts = ["Once upon a time", "The quick brown fox"]
     with serve(tiny_model, tmp_path / "tp.log", "--max-model-len", str(MAX_MODEL_LEN),
-               "--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
+               "--tensor-parallel-size", "2", "--distributed-executor-backend", backend,
                env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"}) as url:
         for case in (CASES[0], CASES[2]):
             want = run_texts(llm, tok, texts, case)
