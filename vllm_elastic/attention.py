@@ -134,18 +134,18 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return out
 
     def _snapshot(self, rows: torch.Tensor, p: RequestPass, probe: Probe | None):
+        """The tracked tokens' attention weights from the cache as it stands before this step
+        writes its rows (computed now, so nothing needs copying)."""
         if probe is None or probe.tracked.numel() == 0:
             return None
-        old_q = rows[p.slots[probe.tracked], self.q_col: self.h_col].clone()
-        return old_q, rows[p.slots, : self.kv_size].clone()
+        return self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col],
+                           rows[p.slots, : self.kv_size])
 
     def _stats(self, rows, p: RequestPass, probe: Probe, keys, before) -> LayerStats:
         similarity = mass = None
         if before is not None:
-            old_q, old_k = before
             new = self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col], keys)
-            similarity = head_axis_similarity(new, self._probs(old_q, old_k),
-                                              min_weight=probe.min_weight)
+            similarity = head_axis_similarity(new, before, min_weight=probe.min_weight)
         if probe.window.numel():
             window_q = rows[p.slots[probe.window], self.q_col: self.h_col]
             mass = _tp_sum(self._probs(window_q, keys).sum(dim=(0, 1)))
