@@ -43,3 +43,21 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
 def test_unknown_server_default_is_rejected():
     with pytest.raises(DiffusionParamError, match="gen_lenght"):
         server_defaults({"diffusion": {"gen_lenght": 64}})
+
+
+def test_page_layout_is_a_server_setting_that_refuses_elastic_when_kv_only():
+    from vllm_elastic.params import check_policy_fits_pages, page_layout
+
+    assert page_layout(None) == "full"
+    kv_only = {"diffusion": {"page_layout": "kv", "gen_length": 64}}
+    assert page_layout(kv_only) == "kv"
+    assert server_defaults(kv_only).gen_length == 64  # not a per-request parameter
+    with pytest.raises(DiffusionParamError) as e:
+        page_layout({"diffusion": {"page_layout": "qk"}})
+    assert e.value.param == "page_layout" and "['full', 'kv']" in str(e.value)
+    with pytest.raises(DiffusionParamError) as e:
+        server_defaults({"diffusion": {"page_layout": "kv", "cache_policy": "elastic"}})
+    assert e.value.param == "cache_policy"
+    with pytest.raises(DiffusionParamError, match="allowed here: \\['none', 'prefix', 'dual'\\]"):
+        check_policy_fits_pages(DiffusionParams(cache_policy="elastic"), "kv")
+    check_policy_fits_pages(DiffusionParams(cache_policy="dual"), "kv")

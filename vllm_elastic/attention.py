@@ -6,6 +6,7 @@ the shared KV buffer, and binds the layer's page view to `self.kv_cache`. The pa
 ours and plain: one row per token slot holding [K | V | Q | H]: this rank's K and V heads, its
 Q heads (after RoPE) and the layer's input hidden state, so cache policies can read or rewrite
 any of them by slot (CPU_ATTN's own K layout is ISA-specific and transposed, DESIGN.md 2b).
+A server started with page_layout "kv" keeps [K | V] only: half the memory, no elastic.
 Slots come from the request's block table: slot = block_id * block_size + offset.
 
 The attention math is torch's SDPA over the gathered keys of each request's canvas: queries are
@@ -34,6 +35,7 @@ from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec
 
 from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import LayerStats, Probe
+from vllm_elastic.params import page_layout
 
 
 class DiffusionMetadataBuilder(AttentionMetadataBuilder):
@@ -73,10 +75,12 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.kv_size, self.q_size, self.hidden_size = num_kv_heads * head_dim, num_heads * head_dim, hidden_size
-        # Row layout: [K | V | Q | H].
+        # Row layout: [K | V | Q | H] (page_layout "full"), or [K | V] ("kv": half the memory,
+        # for servers that never run elastic, the one policy reading Q and H back).
+        self.stores_q_and_inputs = page_layout(vllm_config.additional_config) == "full"
         self.q_col = 2 * self.kv_size
-        self.h_col = self.q_col + self.q_size
-        self.row_size = self.h_col + hidden_size
+        self.h_col = self.q_col + (self.q_size if self.stores_q_and_inputs else 0)
+        self.row_size = self.h_col + (hidden_size if self.stores_q_and_inputs else 0)
         self.layer_name = prefix
         self.layer_index = extract_layer_index(prefix)
         self.dtype = vllm_config.model_config.dtype
@@ -92,7 +96,7 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return DiffusionAttentionBackend
 
     def get_kv_cache_spec(self, vllm_config: VllmConfig) -> KVCacheSpec:
-        # One "head slot" per token: a plain row of [K | V | Q | H] for this rank.
+        # One "head slot" per token: a plain row of [K | V | Q | H] (or [K | V]) for this rank.
         row_bytes = self.row_size * self.dtype.itemsize
         return FullAttentionSpec(
             block_size=self.block_size, num_kv_heads=self.num_kv_heads, head_size=self.head_dim,
@@ -121,7 +125,8 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         slots = batch.slot_mapping
         rows[slots, : self.kv_size] = k
         rows[slots, self.kv_size: self.q_col] = v
-        rows[slots, self.q_col: self.h_col] = q
+        if self.stores_q_and_inputs:
+            rows[slots, self.q_col: self.h_col] = q
         out = torch.empty_like(q)
         for r, p in enumerate(batch.passes):
             kv = rows[p.slots]

@@ -18,6 +18,11 @@ SCHEDULE_CHOICES = ("blocks", "window")
 CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
 REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 
+PAGE_LAYOUT_CHOICES = ("full", "kv")
+POLICIES_NEEDING_FULL_PAGES = ("elastic",)
+# Server-wide settings in additional_config["diffusion"] that are not per-request parameters.
+SERVER_KEYS = ("page_layout",)
+
 # extra_args keys we read; anything else in extra_args is left alone for other plugins.
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
@@ -188,15 +193,42 @@ def request_params(
     return defaults.with_overrides(overrides)
 
 
-def server_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionParams:
-    """Server-wide defaults: `--additional-config '{"diffusion": {"gen_length": 256, ...}}'`."""
+def _server_section(additional_config: Mapping[str, Any] | None) -> Mapping[str, Any]:
     section = (additional_config or {}).get("diffusion") or {}
     if not isinstance(section, Mapping):
         raise DiffusionParamError("additional_config.diffusion",
                                   "additional_config['diffusion'] must be a JSON object")
-    bad = set(section) - set(EXTRA_ARG_KEYS)
+    return section
+
+
+def page_layout(additional_config: Mapping[str, Any] | None) -> str:
+    """What each token's page row holds, server-wide: `full` = K, V, Q and the layer input
+    (every policy); `kv` = K and V only (half the memory; `elastic` is then refused)."""
+    layout = _server_section(additional_config).get("page_layout", "full")
+    _check_choice("page_layout", layout, PAGE_LAYOUT_CHOICES)
+    return layout
+
+
+def check_policy_fits_pages(params: DiffusionParams, layout: str) -> None:
+    if params.cache_policy in POLICIES_NEEDING_FULL_PAGES and layout != "full":
+        allowed = [p for p in CACHE_POLICY_CHOICES if p not in POLICIES_NEEDING_FULL_PAGES]
+        raise DiffusionParamError(
+            "cache_policy", f"cache_policy {params.cache_policy!r} keeps Q and layer inputs in "
+            f"the pages, but this server runs page_layout {layout!r} (K and V only); allowed "
+            f"here: {allowed}, or restart the server with page_layout 'full'")
+
+
+def server_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionParams:
+    """Server-wide defaults: `--additional-config '{"diffusion": {"gen_length": 256, ...}}'`."""
+    section = dict(_server_section(additional_config))
+    bad = set(section) - set(EXTRA_ARG_KEYS) - set(SERVER_KEYS)
     if bad:
         raise DiffusionParamError(
             f"additional_config.diffusion.{sorted(bad)[0]}",
-            f"unknown server default(s) {sorted(bad)}; allowed: {list(EXTRA_ARG_KEYS)}")
-    return DiffusionParams().with_overrides(section)
+            f"unknown server default(s) {sorted(bad)}; allowed: "
+            f"{list(EXTRA_ARG_KEYS + SERVER_KEYS)}")
+    for key in SERVER_KEYS:
+        section.pop(key, None)
+    defaults = DiffusionParams().with_overrides(section)
+    check_policy_fits_pages(defaults, page_layout(additional_config))
+    return defaults

@@ -32,6 +32,7 @@ class _ServedModel:
 
     defaults: Any  # DiffusionParams
     max_model_len: int
+    page_layout: str
 
 
 _served: _ServedModel | None = None
@@ -63,7 +64,7 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
         global _served
-        from vllm_elastic.params import server_defaults
+        from vllm_elastic.params import page_layout, server_defaults
 
         sched, cache = vllm_config.scheduler_config, vllm_config.cache_config
         model_config = vllm_config.model_config
@@ -82,7 +83,8 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
                                            model_config.max_model_len)
         # The denoising step is Python control flow per request; nothing to capture in graphs.
         model_config.enforce_eager = True
-        _served = _ServedModel(defaults=defaults, max_model_len=model_config.max_model_len)
+        _served = _ServedModel(defaults=defaults, max_model_len=model_config.max_model_len,
+                               page_layout=page_layout(vllm_config.additional_config))
 
 
 # SamplingParams fields LLaDA decoding has no meaning for, with the value that means "off".
@@ -96,7 +98,7 @@ _UNSUPPORTED_SAMPLING = {
 
 def check_request(prompt_len: int, sampling_params) -> None:
     """Raise DiffusionParamError if this request cannot be decoded as asked."""
-    from vllm_elastic.params import DiffusionParamError, request_params
+    from vllm_elastic.params import DiffusionParamError, check_policy_fits_pages, request_params
 
     assert _served is not None
     for name, off in _UNSUPPORTED_SAMPLING.items():
@@ -109,6 +111,7 @@ def check_request(prompt_len: int, sampling_params) -> None:
             f"the diffusion extra args (gen_length, block_length, steps, remasking, threshold)")
     params = request_params(_served.defaults, sampling_params.extra_args,
                             sampling_params.temperature, sampling_params.seed)
+    check_policy_fits_pages(params, _served.page_layout)
     if params.schedule == "window" and sampling_params.ignore_eos:
         raise DiffusionParamError(
             "ignore_eos", "ignore_eos is not supported with schedule='window': Elastic-Cache's "

@@ -22,7 +22,8 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding import Canvas
-from vllm_elastic.params import request_params, server_defaults
+from vllm_elastic.params import (check_policy_fits_pages, page_layout, request_params,
+                                 server_defaults)
 
 logger = init_logger(__name__)
 
@@ -36,6 +37,7 @@ class DiffusionModelRunner(_BaseRunner):
     def __init__(self, vllm_config, device) -> None:
         super().__init__(vllm_config, device)
         self.defaults = server_defaults(vllm_config.additional_config)
+        self.page_layout = page_layout(vllm_config.additional_config)
         self.mask_id = vllm_config.model_config.hf_config.mask_token_id
         self.eos_id = vllm_config.model_config.hf_config.eos_token_id
         self.canvases: dict[str, Canvas] = {}
@@ -67,6 +69,7 @@ class DiffusionModelRunner(_BaseRunner):
             try:
                 sp = new.sampling_params
                 params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
+                check_policy_fits_pages(params, self.page_layout)  # refused alone if it slipped by
                 prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
                 canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
                 self.canvases[new.req_id] = canvas
