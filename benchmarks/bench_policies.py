@@ -35,7 +35,7 @@ GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
 FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
 
 
-def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
+def configs(gammas=GAMMAS, w1_gammas=(0.9,)) -> list[tuple[str, dict]]:
     rows = [("baseline", {"schedule": "blocks", "block_length": 32, "cache_policy": "none"}),
             ("window/none", dict(WINDOW, cache_policy="none")),
             ("window/prefix", dict(WINDOW, cache_policy="prefix")),
@@ -49,9 +49,9 @@ def configs(gammas=GAMMAS) -> list[tuple[str, dict]]:
     one = dict(WINDOW, threshold=None, tokens_per_iter=1)
     rows += [("w1/none", dict(one, cache_policy="none")),
              ("w1/dual", dict(one, cache_policy="dual")),
-             ("w1/elastic/0.9", dict(one, cache_policy="elastic", gamma=0.9)),
-             ("w1/elastic-floor/0.9", dict(one, cache_policy="elastic", gamma=0.9,
-                                           drift_min_weight=FLOOR))]
+             ("w1/elastic/0.9", dict(one, cache_policy="elastic", gamma=0.9))]
+    rows += [(f"w1/elastic-floor/{g}", dict(one, cache_policy="elastic", gamma=g,
+                                            drift_min_weight=FLOOR)) for g in w1_gammas]
     return rows
 
 
@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS))
+    ap.add_argument("--w1-gammas", type=float, nargs="+", default=[0.9],
+                    help="gammas of the w1/elastic-floor rows")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--configs", nargs="*", help="run only these config names")
     ap.add_argument("--out", default="benchmarks/results/policies")
@@ -177,7 +179,7 @@ def main() -> None:
               max_num_seqs=max(1, args.concurrency))
     rows = []
     for gen in args.gen_lengths:
-        for name, extra in configs(args.gammas):
+        for name, extra in configs(args.gammas, args.w1_gammas):
             if args.configs and name not in args.configs:
                 continue
             outputs, seconds = run_config(llm, prompts, dict(extra, gen_length=gen),

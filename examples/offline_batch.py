@@ -83,7 +83,7 @@ def run_chunk(llm, tokenizer, chunk: list[dict], args) -> list[dict]:
         try:
             sp = sampling_params(item["request"], args)
             ids = prompt_ids(item["request"], tokenizer, args.chat)
-            check_request(len(ids), sp)
+            check_request(len(ids), sp, llm.llm_engine.vllm_config)
         except Exception as e:  # bad parameters, prompt too long, template errors
             results.append({"line": item["line"], "id": item["id"],
                             "error": f"line {item['line']}: {e}"})

@@ -167,7 +167,7 @@ class CountingLLM:
     """Counts the prompts that reach the engine."""
 
     def __init__(self, llm):
-        self.llm, self.prompts = llm, 0
+        self.llm, self.prompts, self.llm_engine = llm, 0, llm.llm_engine
 
     def generate(self, prompts, params, **kwargs):
         self.prompts += len(prompts)

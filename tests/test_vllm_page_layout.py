@@ -52,3 +52,15 @@ def test_elastic_is_refused_naming_cache_policy_and_the_engine_keeps_serving(kv_
         generate(kv_only_llm, dict(CASES[0], cache_policy="elastic"))
     assert e.value.parameter == "cache_policy" and "page_layout" in str(e.value)
     assert generate(kv_only_llm, CASES[0])[0][0]
+
+
+def test_each_engine_in_a_process_validates_with_its_own_settings(kv_only_llm, llm):
+    """Two engines in one process: the K/V-only one refuses elastic, the default one (created
+    first, so not the last configured) still runs it."""
+    from vllm.exceptions import VLLMValidationError
+
+    elastic = dict(gen_length=32, schedule="window", window_length=8, threshold=0.3,
+                   cache_policy="elastic", gamma=0.9)
+    assert all(ids for ids, _ in generate(llm, elastic))
+    with pytest.raises(VLLMValidationError):
+        generate(kv_only_llm, elastic)

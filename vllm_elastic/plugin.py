@@ -14,8 +14,7 @@ vLLM loads our `vllm.general_plugins` entry point in every process it starts (AP
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import contextvars
 
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
@@ -24,18 +23,10 @@ SCHEDULER_CLS = "vllm_elastic.engine.scheduler.DiffusionScheduler"
 WORKER_CLS = "vllm_elastic.engine.worker.DiffusionWorker"
 
 _registered = False
-
-
-@dataclass
-class _ServedModel:
-    """What the validator needs about the model this process serves (set by the config hook)."""
-
-    defaults: Any  # DiffusionParams
-    max_model_len: int
-    page_layout: str
-
-
-_served: _ServedModel | None = None
+# The config of the engine whose input processor is handling the current request: one
+# process may hold several engines (two `LLM`s), each with its own limits and defaults.
+_request_config: contextvars.ContextVar = contextvars.ContextVar("vllm_elastic_request_config",
+                                                                 default=None)
 
 
 def register_all() -> None:
@@ -63,12 +54,11 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
 
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
-        global _served
-        from vllm_elastic.params import page_layout, server_defaults
+        from vllm_elastic.params import server_defaults
 
         sched, cache = vllm_config.scheduler_config, vllm_config.cache_config
         model_config = vllm_config.model_config
-        defaults = server_defaults(vllm_config.additional_config)  # fail at startup, not later
+        server_defaults(vllm_config.additional_config)  # bad server settings fail at startup
         if sched.scheduler_cls is None:
             sched.scheduler_cls = SCHEDULER_CLS
         if vllm_config.parallel_config.worker_cls == "auto":
@@ -83,8 +73,6 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
                                            model_config.max_model_len)
         # The denoising step is Python control flow per request; nothing to capture in graphs.
         model_config.enforce_eager = True
-        _served = _ServedModel(defaults=defaults, max_model_len=model_config.max_model_len,
-                               page_layout=page_layout(vllm_config.additional_config))
 
 
 # SamplingParams fields LLaDA decoding has no meaning for, with the value that means "off".
@@ -96,11 +84,15 @@ _UNSUPPORTED_SAMPLING = {
 }
 
 
-def check_request(prompt_len: int, sampling_params) -> None:
-    """Raise DiffusionParamError if this request cannot be decoded as asked."""
-    from vllm_elastic.params import DiffusionParamError, check_policy_fits_pages, request_params
+def serves_diffusion(vllm_config) -> bool:
+    return bool(set(vllm_config.model_config.architectures or ()) & set(DIFFUSION_ARCHITECTURES))
 
-    assert _served is not None
+
+def check_request(prompt_len: int, sampling_params, vllm_config) -> None:
+    """Raise DiffusionParamError if this request cannot be decoded as asked by this engine."""
+    from vllm_elastic.params import (DiffusionParamError, check_policy_fits_pages, page_layout,
+                                     request_params, server_defaults)
+
     for name, off in _UNSUPPORTED_SAMPLING.items():
         value = getattr(sampling_params, name, off)
         if value in (off if isinstance(off, tuple) else (off,)) or value in ([], {}):
@@ -109,14 +101,15 @@ def check_request(prompt_len: int, sampling_params) -> None:
             name, f"{name}={value!r} is not supported by diffusion decoding; supported sampling "
             f"options: temperature, seed, max_tokens, stop, stop_token_ids, ignore_eos, n, and "
             f"the diffusion extra args (gen_length, block_length, steps, remasking, threshold)")
-    params = request_params(_served.defaults, sampling_params.extra_args,
+    settings = vllm_config.additional_config
+    params = request_params(server_defaults(settings), sampling_params.extra_args,
                             sampling_params.temperature, sampling_params.seed)
-    check_policy_fits_pages(params, _served.page_layout)
+    check_policy_fits_pages(params, page_layout(settings))
     if params.schedule == "window" and sampling_params.ignore_eos:
         raise DiffusionParamError(
             "ignore_eos", "ignore_eos is not supported with schedule='window': Elastic-Cache's "
             "window schedule stops decoding at the first EOS; use schedule='blocks'")
-    limit = _served.max_model_len
+    limit = vllm_config.model_config.max_model_len
     if prompt_len + params.gen_length > limit:
         raise DiffusionParamError(
             "prompt", f"the prompt has {prompt_len} tokens and gen_length is {params.gen_length}:"
@@ -125,25 +118,40 @@ def check_request(prompt_len: int, sampling_params) -> None:
 
 
 def _install_request_validator() -> None:
+    """vLLM's input processor calls `platform.validate_request(inputs, params)` for every
+    request before the engine sees it; we add our checks there. It does not pass the engine's
+    config, so the processor's `process_inputs` is wrapped to say whose request it is."""
     from vllm.platforms import current_platform
+    from vllm.v1.engine.input_processor import InputProcessor
 
     platform_cls = type(current_platform)
     original = platform_cls.validate_request.__func__
+    original_process = InputProcessor.process_inputs
+
+    def process_inputs(self, *args, **kwargs):
+        token = _request_config.set(self.vllm_config)
+        try:
+            return original_process(self, *args, **kwargs)
+        finally:
+            _request_config.reset(token)
 
     def validate_request(cls, processed_inputs, params) -> None:
         original(cls, processed_inputs, params)
         from vllm.sampling_params import SamplingParams
 
-        if _served is None or not isinstance(params, SamplingParams):
-            return  # not a diffusion model in this process
+        config = _request_config.get()
+        if config is None or not serves_diffusion(config) or \
+                not isinstance(params, SamplingParams):
+            return  # not a diffusion model's request
         from vllm.exceptions import VLLMValidationError
 
         from vllm_elastic.params import DiffusionParamError
 
         prompt_ids = processed_inputs.get("prompt_token_ids") or []
         try:
-            check_request(len(prompt_ids), params)
+            check_request(len(prompt_ids), params, config)
         except DiffusionParamError as e:
             raise VLLMValidationError(str(e), parameter=e.param) from None
 
+    InputProcessor.process_inputs = process_inputs
     platform_cls.validate_request = classmethod(validate_request)
