@@ -44,35 +44,26 @@ from report import write_report  # noqa: E402
 
 @dataclass
 class LayerTrace:
-    k: torch.Tensor  # [L, Hkv*D] after RoPE
-    v: torch.Tensor  # [L, Hkv*D]
+    k: torch.Tensor  # [L, H*D] after RoPE (per query head)
+    v: torch.Tensor  # [L, H*D]
     probs: torch.Tensor  # [H, L, L] attention weights (query, key)
 
 
 @torch.no_grad()
 def traced_forward(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
     """The reference forward for one canvas [L], keeping each layer's K, V and weights."""
-    from vllm_elastic.reference import apply_rope, rope_cos_sin
+    from vllm_elastic.reference import rope_cos_sin
 
     cfg, t = model.config, model.model.transformer
     n = ids.shape[0]
     cos, sin = rope_cos_sin(torch.arange(n), cfg.head_dim, cfg.rope_theta)
     x, traces = t["wte"](ids[None]), []
     for block in t["blocks"]:
-        h = block.attn_norm(x)
-        q = block.q_proj(h).view(1, n, block.n_heads, block.head_dim).transpose(1, 2)
-        k = block.k_proj(h).view(1, n, block.n_kv_heads, block.head_dim).transpose(1, 2)
-        v = block.v_proj(h).view(1, n, block.n_kv_heads, block.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        traces.append(LayerTrace(k=k[0].transpose(0, 1).reshape(n, -1),
-                                 v=v[0].transpose(0, 1).reshape(n, -1), probs=None))
-        rep = block.n_heads // block.n_kv_heads
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        q, k, v = block.qkv(x, cos, sin)  # K/V per query head (repeated under GQA)
         probs = torch.softmax(q @ k.transpose(-1, -2) * block.head_dim ** -0.5, dim=-1)
-        traces[-1].probs = probs[0]
-        x = x + block.attn_out((probs @ v).transpose(1, 2).reshape(1, n, -1))
-        h = block.ff_norm(x)
-        x = x + block.ff_out(F.silu(block.ff_proj(h)) * block.up_proj(h))
+        traces.append(LayerTrace(k=k[0].transpose(0, 1).reshape(n, -1),
+                                 v=v[0].transpose(0, 1).reshape(n, -1), probs=probs[0]))
+        x = block.after_attention(x, probs @ v)
     head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
     return F.linear(t["ln_f"](x), head)[0], traces
 

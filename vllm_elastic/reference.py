@@ -71,6 +71,13 @@ class LLaDABlock(nn.Module):
         self.ff_norm = RMSNorm(d, cfg.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x, cos, sin)
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # bidirectional
+        return self.after_attention(x, att)
+
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Q, K, V [B, heads, n, D] of the layer input x [B, n, d]; K/V repeated to every query
+        head, Q and K after RoPE."""
         b, n, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
@@ -80,7 +87,11 @@ class LLaDABlock(nn.Module):
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=False)  # bidirectional
+        return q, k, v
+
+    def after_attention(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        """The residual, output projection and MLP around the attention output [B, heads, n, D]."""
+        b, n, _ = x.shape
         x = x + self.attn_out(att.transpose(1, 2).reshape(b, n, -1))
         h = self.ff_norm(x)
         return x + self.ff_out(F.silu(self.ff_proj(h)) * self.up_proj(h))
