@@ -14,10 +14,10 @@ setup:
 test: setup
 	$(PY) -m pytest -q tests
 
-# The main job: offline batch generation with vllm.LLM on the bundled tiny model.
+# The main job: offline batch generation with vllm.LLM on the bundled tiny model, full
+# recompute beside a cache policy, ending with a short summary (examples/demo.py).
 demo: setup
-	$(PY) examples/offline_batch.py examples/data/arith_prompts.jsonl /tmp/vllm-elastic-demo.jsonl --overwrite --gen-length 64 --block-length 32
-	head -n 3 /tmp/vllm-elastic-demo.jsonl
+	$(PY) examples/demo.py
 
 # OpenAI-compatible server on 127.0.0.1:8000 with the bundled model.
 serve: setup

@@ -56,6 +56,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.v1.engine.llm_engine import LLMEngine
 
+    import vllm_elastic.attention as attention_module
     from vllm_elastic.attention import DiffusionAttention
     from vllm_elastic.batch import DiffusionBatch
     from vllm_elastic.decoding import Canvas
@@ -77,8 +78,10 @@ def main() -> None:
     timed(DiffusionModelRunner, "execute_model", "worker execute_model")
     timed(LLaDAModel, "forward", "model forward")
     timed(DiffusionAttention, "forward", "attention (incl. statistics)")
-    timed(DiffusionAttention, "_stats", "drift + most-attended statistics")
+    timed(attention_module, "drift_rows_before", "drift + most-attended statistics")
+    timed(attention_module, "layer_statistics", "drift + most-attended statistics")
     timed(DiffusionBatch, "enter_layer", "layer-input cache + refresh widening")
+    timed(DiffusionBatch, "leave_layer", "observations + restarts")
     timed(Canvas, "step", "denoising commit (Canvas.step)")
     start = time.perf_counter()
     out = llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)[0]
@@ -93,7 +96,7 @@ def main() -> None:
              TIMES["attention (incl. statistics)"] - TIMES["drift + most-attended statistics"]),
             ("model forward outside attention",
              TIMES["model forward"] - TIMES["attention (incl. statistics)"]
-             - TIMES["layer-input cache + refresh widening"])]
+             - TIMES["layer-input cache + refresh widening"] - TIMES["observations + restarts"])]
     lines = ["| piece | seconds | share of engine steps | calls |", "|---|---|---|---|"]
     lines += [f"| {name} | {sec:.3f} | {sec / engine:.1%} | {CALLS.get(name, '')} |"
               for name, sec in rows]

@@ -4,8 +4,9 @@
 
 INPUT is JSONL (one object per line) or plain text (one prompt per line). A JSONL object has
 "prompt" (text, completion-style) or "messages" (chat, rendered with the model's chat template),
-and may carry "id", "max_tokens", "temperature", "seed" and diffusion parameters
-("gen_length", "block_length", "steps", "remasking", "threshold") that override the flags.
+and may carry "id", "max_tokens", "temperature", "seed" and any diffusion parameter
+("gen_length", "block_length", "steps", "schedule", "cache_policy", ...: the README's table)
+that overrides the flags of the same name.
 
 OUTPUT gets one JSON object per input line, in input order: {"line", "id", "text",
 "token_ids", "finish_reason"}, or {"line", "id", "error"} for a line that could not be run
@@ -22,7 +23,12 @@ import json
 import os
 import sys
 
-DIFFUSION_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold")
+# Every per-request diffusion parameter, with the type its command-line flag parses.
+DIFFUSION_FLAGS = {"gen_length": int, "block_length": int, "steps": int, "remasking": str,
+                   "threshold": float, "schedule": str, "window_length": int,
+                   "tokens_per_iter": int, "cache_policy": str, "gamma": float, "track_num": int,
+                   "refresh_interval": int, "refresh_layers": str, "drift_min_weight": float}
+DIFFUSION_KEYS = tuple(DIFFUSION_FLAGS) + ("full_update",)
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "llada-tiny-arith")
 
 
@@ -109,9 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=None)
-    for key in DIFFUSION_KEYS:
-        kind = str if key == "remasking" else float if key == "threshold" else int
+    for key, kind in DIFFUSION_FLAGS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
+    ap.add_argument("--full-update", dest="full_update", action="store_const", const=True,
+                    default=None)
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     return ap.parse_args(argv)

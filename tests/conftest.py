@@ -40,6 +40,24 @@ def make_checkpoint(path: str, layers: int = 2, heads: int = 2, kv_heads: int | 
     return path
 
 
+def make_dream_checkpoint(path: str, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                          init_scale: float = 4.0, eos_boost: float = EOS_BOOST,
+                          seed: int = 0) -> str:
+    """A random Dream checkpoint (GQA with fewer KV heads than heads, Q/K/V biases on) whose
+    outputs vary and that emits EOS sometimes."""
+    from safetensors.torch import load_file, save_file
+
+    from vllm_elastic.checkpoint import DREAM_EOS_ID, write_random_dream_checkpoint
+
+    write_random_dream_checkpoint(path, layers=layers, hidden=128, heads=heads,
+                                  kv_heads=kv_heads, seed=seed, init_scale=init_scale)
+    file = os.path.join(path, "model.safetensors")
+    state = load_file(file)
+    state["lm_head.weight"][DREAM_EOS_ID] *= eos_boost
+    save_file(state, file, metadata={"format": "pt"})
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     return make_checkpoint(str(tmp_path_factory.mktemp("tiny-llada")))
@@ -68,6 +86,48 @@ def llm(tiny_model):
     engine = LLM(model=tiny_model, dtype="float32", max_model_len=MAX_MODEL_LEN, seed=0)
     yield engine
     del engine
+
+
+SERVE_MAX_MODEL_LEN = 128
+SERVE_DIFFUSION = {"gen_length": 32, "block_length": 8}  # the shared server's defaults
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model, tmp_path_factory):
+    """One `vllm serve` of the tiny model, shared by the HTTP test modules."""
+    import json
+
+    with serve(tiny_model, tmp_path_factory.mktemp("serve") / "server.log",
+               "--max-model-len", str(SERVE_MAX_MODEL_LEN),
+               "--additional-config", json.dumps({"diffusion": SERVE_DIFFUSION})) as url:
+        yield url
+
+
+def post(server: str, path: str, body: dict, timeout: float = 120):
+    return requests.post(server + path, json={"model": served_name(server), **body},
+                         timeout=timeout)
+
+
+def served_name(server: str, _cache={}) -> str:
+    if server not in _cache:
+        _cache[server] = requests.get(server + "/v1/models", timeout=10).json()["data"][0]["id"]
+    return _cache[server]
+
+
+def metric(server: str, name: str, label: str = "") -> float:
+    for line in requests.get(server + "/metrics", timeout=10).text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} {label} not on /metrics")
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `condition()` until it holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail(f"{what}: not reached in {timeout} s")
+        time.sleep(interval)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ def test_prefix_and_dual_refresh_at_block_start_and_run_the_block_otherwise():
     c.tokens[4] = 7  # a commit inside block 0
     assert prefix.begin_step(c).tolist() == list(range(4, 20))  # block + suffix
     assert dual.begin_step(c).tolist() == list(range(4, 12))  # block only
-    c.block = 1  # next block: refresh again
+    c.schedule.block = 1  # next block: refresh again
     assert dual.begin_step(c).tolist() == list(range(20))
 
 
@@ -51,9 +51,33 @@ def test_elastic_queries_tracked_committed_and_window_then_refreshes_after_trigg
     e.end_step(c)
     assert e.tracked.tolist() == [2]
     assert e.begin_step(c).tolist() == [2, 4, 5, 6, 7, 8]  # tracked, committed, window
-    assert e.probe(0).tracked.tolist() == [2]  # reuse layer: drift test on tracked
-    e.observe(0, LayerStats(similarity=0.95, attention_mass=None))
-    e.observe(1, LayerStats(similarity=0.5, attention_mass=None))  # trigger at layer 1
-    assert not e.refresh_from(1) and e.refresh_from(2)
+    assert e.layer_plan(0).probe.tracked.tolist() == [2]  # reuse layer: drift test on tracked
+    assert e.observe(0, LayerStats(similarity=0.95, attention_mass=None)) is None
+    # Trigger at layer 1: the paper refreshes the layers after it, no restart.
+    assert e.observe(1, LayerStats(similarity=0.5, attention_mass=None)) is None
+    assert not e.layer_plan(1).widen and e.layer_plan(2).widen and not e.layer_plan(3).widen
     assert e.in_update_mode(2) and e.in_update_mode(3) and not e.in_update_mode(1)
-    assert e.probe(2).tracked.numel() == 0  # no drift test in update mode
+    assert e.layer_plan(2).probe.tracked.numel() == 0  # no drift test in update mode
+    assert all(e.layer_plan(layer).store_inputs for layer in range(4))
+
+
+def test_elastic_restart_plans_follow_refresh_layers():
+    """Beyond the paper: a trigger at layer 2 restarts from layer 2 (`trigger`) or 0 (`all`)."""
+    for refresh_layers, start in (("after", None), ("trigger", 2), ("all", 0)):
+        params = DiffusionParams(gen_length=16, schedule="window", window_length=4,
+                                 cache_policy="elastic", refresh_layers=refresh_layers)
+        c = canvas(gen_length=16, schedule="window", window_length=4)
+        e = make_policy(params, 4)
+        e.begin_step(c)
+        e.end_step(c)
+        e.begin_step(c)
+        assert e.observe(2, LayerStats(similarity=0.1, attention_mass=None)) == start
+        # Only the first trigger of a step counts.
+        assert e.observe(3, LayerStats(similarity=0.1, attention_mass=None)) is None
+
+
+def test_full_recompute_and_fast_dllm_caches_plan_nothing_per_layer():
+    for policy in ("none", "prefix", "dual"):
+        p = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy=policy), 2)
+        plan = p.layer_plan(1)
+        assert not plan.store_inputs and not plan.widen and plan.probe is None

@@ -33,11 +33,29 @@ def test_bad_values_name_the_parameter(overrides, param):
 
 def test_request_overrides_server_defaults_and_coerces_json_numbers():
     defaults = server_defaults({"diffusion": {"gen_length": 64, "block_length": 16}})
-    p = request_params(defaults, {"block_length": 32.0, "steps": "32", "unrelated": 1}, 0.5, 7)
+    p = request_params(defaults, {"block_length": 32.0, "steps": "32"}, 0.5, 7)
     assert (p.gen_length, p.block_length, p.steps, p.temperature, p.seed) == (64, 32, 32, 0.5, 7)
     assert p.steps_per_block == 16
     assert request_params(defaults, {"drift_min_weight": "1e-6"}, 0.0, None).drift_min_weight \
         == 1e-6
+
+
+@pytest.mark.parametrize("key", ["gen_lenght", "window", "unrelated"])
+def test_unknown_request_keys_are_refused_naming_the_key_and_the_known_ones(key):
+    """A typo in extra_args/vllm_xargs must not run the request with the default instead."""
+    with pytest.raises(DiffusionParamError) as e:
+        request_params(DiffusionParams(), {key: 64}, 0.0, None)
+    assert e.value.param == key
+    assert key in str(e.value) and "gen_length" in str(e.value) and "window_length" in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("gen_length", True), ("steps", False),
+                                        ("window_length", True), ("gamma", True),
+                                        ("threshold", True), ("temperature", True)])
+def test_booleans_are_not_numbers(key, value):
+    with pytest.raises(DiffusionParamError) as e:
+        DiffusionParams().with_overrides({key: value})
+    assert e.value.param == key
 
 
 def test_unknown_server_default_is_rejected():

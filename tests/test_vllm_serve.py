@@ -9,31 +9,10 @@ import time
 import pytest
 import requests
 
-from conftest import serve
+from conftest import SERVE_DIFFUSION as DIFFUSION
+from conftest import metric, post, served_name
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.reference import cut_at_eos, generate
-
-MAX_MODEL_LEN = 128
-DIFFUSION = {"gen_length": 32, "block_length": 8}
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    with serve(tiny_model, tmp_path_factory.mktemp("serve") / "server.log",
-               "--max-model-len", str(MAX_MODEL_LEN),
-               "--additional-config", json.dumps({"diffusion": DIFFUSION})) as url:
-        yield url
-
-
-def post(server, path, body):
-    return requests.post(server + path, json={"model": served_name(server), **body}, timeout=120)
-
-
-def served_name(server, _cache={}):
-    if server not in _cache:
-        _cache[server] = requests.get(server + "/v1/models", timeout=10).json()["data"][0]["id"]
-    return _cache[server]
-
 
 def oracle(reference, prompt_ids, **overrides):
     params = DiffusionParams(**{**DIFFUSION, **overrides})
@@ -86,6 +65,9 @@ def test_streaming_delivers_the_same_text_in_several_chunks(server):
     ({"prompt": "hi", "vllm_xargs": {"remasking": "lowest"}}, "remasking"),
     ({"prompt": "hi", "temperature": -1.0}, "temperature"),
     ({"prompt": "hi", "temperature": 0.5, "top_p": 0.5}, "top_p"),  # (greedy ignores top_p)
+    ({"prompt": "hi", "vllm_xargs": {"gen_lenght": 32}}, "gen_lenght"),  # a typo
+    ({"prompt": "hi", "vllm_xargs": {"window": 8}}, "window"),          # not window_length
+    ({"prompt": "hi", "vllm_xargs": {"gen_length": True}}, "gen_length"),  # not an integer
 ])
 def test_bad_input_is_400_naming_the_parameter_then_server_still_serves(server, body, param):
     r = post(server, "/v1/completions", body)
@@ -115,13 +97,6 @@ def test_cache_policies_over_http_report_accounting_and_metrics(server):
     assert 'vllm_elastic:layer_refreshes_total{cache_policy="elastic",layer="1"}' in metrics
 
 
-def metric(server, name: str, label: str = "") -> float:
-    for line in requests.get(server + "/metrics", timeout=10).text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and label in line:
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} {label} not on /metrics")
-
-
 def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     """A streaming client that goes away is aborted and its KV blocks freed. Other requests
     keep the engine busy (every step then runs all their canvases), so the streamed request
@@ -132,8 +107,9 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     before = metric(server, "vllm:request_success_total", completed)
     long = {"prompt": "hi", "max_tokens": 96, "ignore_eos": True,
             "vllm_xargs": {"gen_length": 96, "block_length": 8}}  # 96 steps, never stops early
-    with ThreadPoolExecutor(8) as pool:
-        busy = [pool.submit(post, server, "/v1/completions", long) for _ in range(8)]
+    busy_requests = 24  # enough canvases per step that the streamed one is far from done
+    with ThreadPoolExecutor(busy_requests) as pool:
+        busy = [pool.submit(post, server, "/v1/completions", long) for _ in range(busy_requests)]
         time.sleep(0.2)  # the busy requests are admitted
         body = {"model": served_name(server), "stream": True, **long}
         with requests.post(server + "/v1/completions", json=body, stream=True,
@@ -144,8 +120,9 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     while time.time() < deadline:
         if metric(server, "vllm:num_requests_running") == 0 and \
                 metric(server, "vllm:kv_cache_usage_perc") == 0:
-            # The 8 busy requests ran to their end; the streamed one did not: it was aborted.
-            assert metric(server, "vllm:request_success_total", completed) == before + 8
+            # The busy requests ran to their end; the streamed one did not: it was aborted.
+            assert metric(server, "vllm:request_success_total", completed) == \
+                before + busy_requests
             break
         time.sleep(0.2)
     else:

@@ -2,24 +2,21 @@
 
 Each model layer owns one `DiffusionAttention`. vLLM discovers it through the static forward
 context (it is an `AttentionLayerBase`), asks it for a KV cache spec, allocates pages for it in
-the shared KV buffer, and binds the layer's page view to `self.kv_cache`. The page layout is
-ours and plain: one row per token slot holding [K | V | Q | H]: this rank's K and V heads, its
-Q heads (after RoPE) and the layer's input hidden state, so cache policies can read or rewrite
-any of them by slot (CPU_ATTN's own K layout is ISA-specific and transposed, DESIGN.md 2b).
-A server started with page_layout "kv" keeps [K | V] only: half the memory, no elastic.
-Slots come from the request's block table: slot = block_id * block_size + offset.
+the shared KV buffer, and binds the layer's page view to `self.kv_cache`. What a page row
+holds is `PageLayout`'s business (page_layout.py); slots come from the request's block table:
+slot = block_id * block_size + offset.
 
-The attention math is torch's SDPA over the gathered keys of each request's canvas: queries are
-any subset of the canvas (all of it under full recompute), keys are the whole canvas, no mask.
-On CUDA, xformers' memory-efficient kernel takes over when it is installed (`_attend`).
-When a request's policy asks (`Probe`), the layer also computes attention statistics for it:
-the drift similarity of tracked tokens and the window rows' attention mass (Elastic-Cache),
-summed across tensor-parallel ranks so every rank takes the same decision.
+Per step and layer the forward is one straight line for the whole batch (batch.py):
+  1. if any request probes this layer, the drift test's "before" rows (cached Q against the
+     cached K, before this step writes);
+  2. one indexed write of this step's K, V (and Q) rows;
+  3. one varlen attention call for every request (varlen.py): queries are any subset of each
+     canvas, keys its whole canvas, no mask;
+  4. if probed, the statistics of every probed request at once (attention_stats.py), handed
+     back to the batch.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +26,17 @@ from vllm.config import VllmConfig
 from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
 from vllm.v1.attention.backend import AttentionBackend, AttentionMetadataBuilder
-from vllm.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_reduce
 from vllm.model_executor.models.utils import extract_layer_index
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec
 
-from vllm_elastic.batch import DiffusionBatch, RequestPass
-from vllm_elastic.cache import LayerStats, Probe
+from vllm_elastic.attention_stats import drift_rows_before, head_axis_similarity, layer_statistics
+from vllm_elastic.batch import DiffusionBatch
+from vllm_elastic.page_layout import PageLayout
 from vllm_elastic.params import page_layout
+from vllm_elastic.varlen import (flash_varlen_attention, torch_varlen_attention,
+                                 xformers_varlen_attention)
+
+__all__ = ["DiffusionAttention", "DiffusionAttentionBackend", "head_axis_similarity"]
 
 
 class DiffusionMetadataBuilder(AttentionMetadataBuilder):
@@ -74,13 +75,8 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
                  vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        self.kv_size, self.q_size, self.hidden_size = num_kv_heads * head_dim, num_heads * head_dim, hidden_size
-        # Row layout: [K | V | Q | H] (page_layout "full"), or [K | V] ("kv": half the memory,
-        # for servers that never run elastic, the one policy reading Q and H back).
-        self.stores_q_and_inputs = page_layout(vllm_config.additional_config) == "full"
-        self.q_col = 2 * self.kv_size
-        self.h_col = self.q_col + (self.q_size if self.stores_q_and_inputs else 0)
-        self.row_size = self.h_col + (hidden_size if self.stores_q_and_inputs else 0)
+        self.page = PageLayout(page_layout(vllm_config.additional_config), num_heads,
+                               num_kv_heads, head_dim, hidden_size)
         self.layer_name = prefix
         self.layer_index = extract_layer_index(prefix)
         self.dtype = vllm_config.model_config.dtype
@@ -96,123 +92,58 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return DiffusionAttentionBackend
 
     def get_kv_cache_spec(self, vllm_config: VllmConfig) -> KVCacheSpec:
-        # One "head slot" per token: a plain row of [K | V | Q | H] (or [K | V]) for this rank.
-        row_bytes = self.row_size * self.dtype.itemsize
+        # One "head slot" per token: a plain row as PageLayout describes it, for this rank.
         return FullAttentionSpec(
             block_size=self.block_size, num_kv_heads=self.num_kv_heads, head_size=self.head_dim,
-            dtype=self.dtype, non_causal=True, num_head_slots=1, state_content_bytes=row_bytes,
+            dtype=self.dtype, non_causal=True, num_head_slots=1,
+            state_content_bytes=self.page.row_bytes(self.dtype),
         )
 
     def token_rows(self) -> torch.Tensor:
         """This layer's pages as [num_slots, row_size]: row = block_id * block_size + offset."""
-        return self.kv_cache.view(-1, self.row_size)
+        return self.kv_cache.view(-1, self.page.row_size)
 
     def write_hidden(self, slots: torch.Tensor, hidden: torch.Tensor) -> None:
-        self.token_rows()[slots, self.h_col:] = hidden
+        self.token_rows()[slots, self.page.h_cols] = hidden
 
     def read_hidden(self, slots: torch.Tensor) -> torch.Tensor:
-        return self.token_rows()[slots, self.h_col:]
+        return self.token_rows()[slots, self.page.h_cols]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch = get_forward_context().attn_metadata
         if not isinstance(batch, DiffusionBatch):
             # vLLM's profiling/dummy runs: no pages, one bidirectional sequence.
-            return self._attend(q, k, v)
-        rows = self.token_rows()
-        probes = [p.policy.probe(self.layer_index) for p in batch.passes]
-        # The drift test compares with K and Q as the cache held them before this step.
-        before = [self._snapshot(rows, p, probe) for p, probe in zip(batch.passes, probes)]
-        slots = batch.slot_mapping
-        rows[slots, : self.kv_size] = k
-        rows[slots, self.kv_size: self.q_col] = v
-        if self.stores_q_and_inputs:
-            rows[slots, self.q_col: self.h_col] = q
-        out = torch.empty_like(q)
-        for r, p in enumerate(batch.passes):
-            kv = rows[p.slots]
-            keys, values = kv[:, : self.kv_size], kv[:, self.kv_size: self.q_col]
-            s, e = batch.query_start_loc[r], batch.query_start_loc[r + 1]
-            out[s:e] = self._attend(q[s:e], keys, values)
-            if probes[r] is not None:
-                p.policy.observe(self.layer_index,
-                                 self._stats(rows, p, probes[r], keys, before[r]))
+            return self._dense(q, k, v)
+        pages, probes = self.token_rows(), batch.probes
+        before = drift_rows_before(pages, probes, self.page) if probes is not None else None
+        self.page.write(pages, batch.slot_mapping, k, v, q)
+        if q.is_cuda and _has("vllm.vllm_flash_attn"):  # pragma: no cover - needs a GPU
+            out = flash_varlen_attention(q, pages, batch.varlen, self.page, self.block_size)
+        elif q.is_cuda and _has("xformers.ops"):  # pragma: no cover - needs a GPU
+            out = xformers_varlen_attention(q, pages, batch.varlen, self.page)
+        else:
+            out = torch_varlen_attention(q, pages, batch.varlen, self.page)
+        if probes is not None:
+            batch.record_stats(*layer_statistics(pages, probes, self.page, before))
         return out
 
-    def _snapshot(self, rows: torch.Tensor, p: RequestPass, probe: Probe | None):
-        """The tracked tokens' attention weights from the cache as it stands before this step
-        writes its rows (computed now, so nothing needs copying)."""
-        if probe is None or probe.tracked.numel() == 0:
-            return None
-        return self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col],
-                           rows[p.slots, : self.kv_size])
-
-    def _stats(self, rows, p: RequestPass, probe: Probe, keys, before) -> LayerStats:
-        similarity = mass = None
-        if before is not None:
-            new = self._probs(rows[p.slots[probe.tracked], self.q_col: self.h_col], keys)
-            similarity = head_axis_similarity(new, before, min_weight=probe.min_weight)
-        if probe.window.numel():
-            window_q = rows[p.slots[probe.window], self.q_col: self.h_col]
-            mass = _tp_sum(self._probs(window_q, keys).sum(dim=(0, 1)))
-        return LayerStats(similarity=similarity, attention_mass=mass)
-
-    def _probs(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Attention weights [heads, n, L] of queries q [n, Hq*D] over keys k [L, Hkv*D]."""
-        qh = q.float().view(q.shape[0], self.num_heads, self.head_dim).transpose(0, 1)
-        kh = k.float().view(k.shape[0], self.num_kv_heads, self.head_dim).transpose(0, 1)
-        if self.num_kv_heads != self.num_heads:
-            kh = kh.repeat_interleave(self.num_heads // self.num_kv_heads, 0)
-        return torch.softmax(qh @ kh.transpose(1, 2) * self.head_dim ** -0.5, dim=-1)
-
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q [n, Hq*D], k/v [L, Hkv*D] -> [n, Hq*D], every query sees every key."""
-        n, length = q.shape[0], k.shape[0]
-        qh = q.view(n, self.num_heads, self.head_dim).transpose(0, 1)
-        kh = k.view(length, self.num_kv_heads, self.head_dim).transpose(0, 1)
-        vh = v.view(length, self.num_kv_heads, self.head_dim).transpose(0, 1)
+    def _dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q [n, Hq*D], k/v [n, Hkv*D] -> [n, Hq*D], every query sees every key."""
+        n, d = q.shape[0], self.head_dim
+        qh = q.view(n, self.num_heads, d).transpose(0, 1)
+        kh = k.view(n, self.num_kv_heads, d).transpose(0, 1)
+        vh = v.view(n, self.num_kv_heads, d).transpose(0, 1)
         if self.num_kv_heads != self.num_heads:
             rep = self.num_heads // self.num_kv_heads
             kh, vh = kh.repeat_interleave(rep, 0), vh.repeat_interleave(rep, 0)
-        if q.is_cuda and _xformers_attention is not None:
-            out = _xformers_attention(qh.transpose(0, 1)[None], kh.transpose(0, 1)[None],
-                                      vh.transpose(0, 1)[None])[0]
-            return out.reshape(n, -1)
         out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=False)
         return out.transpose(0, 1).reshape(n, -1)
 
 
-_COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's default eps
+def _has(module: str) -> bool:  # pragma: no cover - needs a GPU
+    import importlib.util
 
-
-def _tp_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a per-rank statistic over tensor-parallel ranks (heads are split across them)."""
-    if get_tensor_model_parallel_world_size() > 1:
-        return tensor_model_parallel_all_reduce(t.contiguous())
-    return t
-
-
-def head_axis_similarity(new: torch.Tensor, old: torch.Tensor, min_weight: float = 0.0,
-                         reduce: Callable[[torch.Tensor], torch.Tensor] = _tp_sum) -> float:
-    """Elastic-Cache's drift statistic: cosine similarity of attention weights [heads, n, L]
-    along the head axis, averaged over tracked tokens x keys (as the authors' code takes it).
-
-    The sums over heads are added across TP ranks first, so every rank decides alike. Each norm
-    is clamped on its own, as torch's F.cosine_similarity does: clamping their product instead
-    scores every key whose weights are below ~1e-4 as cosine 0, which on a sharply attending
-    model drags the mean far below gamma at every layer (our first version did that).
-    `min_weight` > 0 (beyond the paper) averages only over keys whose weight norm over heads
-    reaches it in the old or the new row. `reduce` sums over tensor-parallel ranks.
-    """
-    parts = reduce(torch.stack([(new * old).sum(0), (new * new).sum(0), (old * old).sum(0)]))
-    new_norm, old_norm = parts[1].sqrt(), parts[2].sqrt()
-    cos = parts[0] / (new_norm.clamp_min(_COS_EPS) * old_norm.clamp_min(_COS_EPS))
-    if min_weight > 0:
-        kept = (new_norm >= min_weight) | (old_norm >= min_weight)
-        return float(cos[kept].mean()) if bool(kept.any()) else 1.0
-    return float(cos.mean())
-
-
-try:  # the CUDA fast path; absent on CPU machines
-    from xformers.ops import memory_efficient_attention as _xformers_attention
-except ImportError:  # pragma: no cover - depends on the machine
-    _xformers_attention = None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False

@@ -1,23 +1,34 @@
 """One engine step's batch: which rows each request runs through each layer.
 
 The runner builds a `DiffusionBatch` per step and sets it as the forward context's attention
-metadata. Requests are laid out one after another in the flat token batch. Before each layer
-the model calls `enter_layer`, which lets each request's cache policy store layer inputs and
-switch to recomputing every position (refresh); the attention layers read the flat slot
-mapping and the per-request `RequestPass` (all KV slots, probes) from here.
+metadata; attention layers read their layout from it (`varlen`, `slot_mapping`, `probes`) and
+hand their statistics back (`record_stats`). Requests are laid out one after another in the
+flat token batch. The model's layer loop calls two methods around each layer:
+
+  * `enter_layer`: asks each request's policy for its `LayerPlan` and carries it out for the
+    whole batch: store the layer's inputs in the pages, widen requests to every position
+    (their other rows' inputs read back from the pages), stack the probes into one
+    `ProbeBatch`, count the work;
+  * `leave_layer`: hands each probed request its statistics; a policy may answer with a
+    restart (recompute layers k..l over every position): the batch then narrows itself to
+    the restarting requests, has the model rerun those layers (one batched pass per layer for
+    all of them), and widens back. The forward context is never swapped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import Callable
 
 import torch
 
-from vllm.forward_context import get_forward_context
+from vllm_elastic.accounting import Accounting
+from vllm_elastic.attention_stats import ProbeBatch
+from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
+from vllm_elastic.varlen import VarlenLayout, build_layout
 
-from vllm_elastic.cache import CachePolicy
+# What a restart's rerun of a layer does for each rerun request.
+_RERUN = LayerPlan(store_inputs=True)
 
 
 @dataclass
@@ -27,6 +38,7 @@ class RequestPass:
     policy: CachePolicy
     slots: torch.Tensor  # KV slot of every canvas position
     active: torch.Tensor  # sorted positions the current layer computes
+    accounting: Accounting
 
     @property
     def length(self) -> int:
@@ -34,68 +46,96 @@ class RequestPass:
 
 
 class DiffusionBatch:
-    def __init__(self, passes: list[RequestPass], device: torch.device) -> None:
+    def __init__(self, passes: list[RequestPass], device: torch.device, block_size: int,
+                 num_heads: int = 1) -> None:
         self.passes = passes
         self.device = device
+        self.block_size, self.num_heads = block_size, num_heads
+        self.members = list(range(len(passes)))  # requests in the current pass
+        self.rerun = False  # inside a restart: layers already run this step, run again
+        self.probes: ProbeBatch | None = None
+        self._stats: tuple[list[float | None], torch.Tensor] | None = None
         self._layout()
 
     def _layout(self) -> None:
-        starts = [0]
-        for p in self.passes:
-            starts.append(starts[-1] + p.active.numel())
-        self.query_start_loc = starts
-        self.positions = torch.cat([p.active for p in self.passes]).to(self.device)
-        self.slot_mapping = torch.cat([p.slots[p.active] for p in self.passes]).to(self.device)
+        ps = [self.passes[r] for r in self.members]
+        counts = [p.active.numel() for p in ps]
+        self.query_start_loc = [0]
+        for n in counts:
+            self.query_start_loc.append(self.query_start_loc[-1] + n)
+        self.positions = torch.cat([p.active for p in ps]).to(self.device)
+        self.slot_mapping = torch.cat([p.slots[p.active] for p in ps]).to(self.device)
+        self.varlen: VarlenLayout = build_layout(counts, [p.slots for p in ps], self.block_size,
+                                                 self.num_heads)
 
-    def rows(self, x: torch.Tensor, r: int) -> torch.Tensor:
-        return x[self.query_start_loc[r]: self.query_start_loc[r + 1]]
+    def _rows(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        return x[self.query_start_loc[j]: self.query_start_loc[j + 1]]
 
     def enter_layer(self, layer: int, x: torch.Tensor, attn) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store layer inputs for policies that cache them; expand refreshing requests to every
-        position, their inputs read back from this layer's cache. Returns (x, positions)."""
+        """Carry out every request's plan for `layer`. Returns (x, positions)."""
+        plans = [_RERUN if self.rerun else self.passes[r].policy.layer_plan(layer)
+                 for r in self.members]
+        store = [j for j, plan in enumerate(plans) if plan.store_inputs]
+        if store:
+            rows = torch.cat([torch.arange(self.query_start_loc[j], self.query_start_loc[j + 1])
+                              for j in store]).to(x.device)
+            attn.write_hidden(self.slot_mapping[rows], x[rows])
         parts, changed = [], False
-        for r, p in enumerate(self.passes):
-            xr = self.rows(x, r)
-            if p.policy.caches_layer_inputs:
-                attn.write_hidden(p.slots[p.active], xr)
-                if p.policy.refresh_from(layer) and p.active.numel() < p.length:
-                    p.active = torch.arange(p.length)
-                    xr = attn.read_hidden(p.slots).to(x.dtype)
-                    changed = True
-            p.policy.count_layer(layer, p.active.numel(), p.length)
+        for j, (r, plan) in enumerate(zip(self.members, plans)):
+            p, xr = self.passes[r], self._rows(x, j)
+            if plan.widen and p.active.numel() < p.length:
+                p.active = torch.arange(p.length)
+                xr = attn.read_hidden(p.slots.to(x.device)).to(x.dtype)
+                changed = True
+            p.accounting.count_layer(layer, p.active.numel(), p.length, rerun=self.rerun)
             parts.append(xr)
-        if not changed:
+        probed = [(r, plan.probe) for r, plan in zip(self.members, plans) if plan.probe]
+        self.probes = None if not probed else ProbeBatch.stack(
+            [r for r, _ in probed], [self.passes[r].slots for r, _ in probed],
+            [pr.tracked for _, pr in probed], [pr.window for _, pr in probed],
+            [pr.min_weight for _, pr in probed])
+        if changed:
+            self._layout()
+            x = torch.cat(parts)
+        return x, self.positions
+
+    def record_stats(self, similarities: list[float | None], mass: torch.Tensor) -> None:
+        """The attention layer's statistics for `probes` (one entry per probed request)."""
+        self._stats = (similarities, mass)
+
+    def leave_layer(self, layer: int, x: torch.Tensor,
+                    rerun: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hand statistics to the policies; carry out restarts with `rerun(start, last,
+        inputs, positions)`, which runs layers start..last over the batch as it then stands."""
+        restarts: dict[int, int] = {}
+        if self.probes is not None and self._stats is not None:
+            similarities, mass = self._stats
+            for j, r in enumerate(self.probes.requests):
+                length = self.passes[r].length
+                start = self.passes[r].policy.observe(
+                    layer, LayerStats(similarities[j], mass[j, :length].cpu()))
+                if start is not None:
+                    restarts[r] = start
+        self.probes, self._stats = None, None
+        if not restarts:
             return x, self.positions
+        parts = {r: self._rows(x, j) for j, r in enumerate(self.members)}
+        everyone = self.members
+        for start in sorted(set(restarts.values())):
+            group = [r for r in everyone if restarts.get(r) == start]
+            self.members, self.rerun = group, True
+            for r in group:
+                self.passes[r].active = torch.arange(self.passes[r].length)
+            self._layout()
+            inputs = rerun(start, layer, self.slot_mapping, self.positions)
+            for j, r in enumerate(group):
+                parts[r] = self._rows(inputs, j)
+        self.members, self.rerun = everyone, False
         self._layout()
-        return torch.cat(parts), self.positions
+        return torch.cat([parts[r] for r in self.members]), self.positions
 
     def output_rows(self, r: int, positions: torch.Tensor) -> torch.Tensor:
         """Flat row indices (after the last layer) of request r's given canvas positions."""
         p = self.passes[r]
         return self.query_start_loc[r] + torch.searchsorted(p.active, positions)
-
-    def restarts(self, layer: int) -> bool:
-        return any(p.policy.restart_from(layer) is not None for p in self.passes)
-
-    def restart(self, layer: int, x: torch.Tensor,
-                redo: Callable[["DiffusionBatch", int, int], torch.Tensor]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Requests whose policy asks for it recompute layers start..layer over every
-        position (`redo` runs them for a one-request batch); the others keep their rows."""
-        parts = []
-        for r, p in enumerate(self.passes):
-            start = p.policy.restart_from(layer)
-            if start is None:
-                parts.append(self.rows(x, r))
-                continue
-            p.active = torch.arange(p.length)
-            sub = DiffusionBatch([p], self.device)
-            context = get_forward_context()
-            saved, context.attn_metadata = context.attn_metadata, sub
-            p.policy.redoing = True
-            try:
-                parts.append(redo(sub, start, layer))
-            finally:
-                context.attn_metadata, p.policy.redoing = saved, False
-        self._layout()
-        return torch.cat(parts), self.positions

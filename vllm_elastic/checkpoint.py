@@ -1,9 +1,11 @@
-"""Write LLaDA-format checkpoints locally: config.json, safetensors, tokenizer, chat template.
+"""Write LLaDA- and Dream-format checkpoints locally: config.json, safetensors, tokenizer,
+chat template.
 
 There is no model hub here, so tests and examples make their own checkpoints in the official
-layout (same config fields, same weight names) with a byte-level BPE tokenizer trained on a
+layouts (same config fields, same weight names) with a byte-level BPE tokenizer trained on a
 small corpus. `python -m vllm_elastic.checkpoint OUT_DIR --layers 2 --d-model 128` writes a
-random-init one.
+random-init LLaDA one; `--family dream` a Dream one (Qwen2 names, Q/K/V biases, GQA, untied
+head, ChatML template with Dream's special tokens).
 """
 
 from __future__ import annotations
@@ -38,8 +40,22 @@ DEFAULT_CORPUS = [
 ]
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int = 512):
-    """A byte-level BPE (digits split one per token) trained on `corpus`, as a HF fast tokenizer."""
+# Dream's special tokens (their official ids are 151643.., ours are 0..4 in a tiny vocabulary).
+DREAM_SPECIAL_TOKENS = ["<|endoftext|>", "<|mask|>", "<|im_start|>", "<|im_end|>",
+                        "<|beginoftext|>"]
+DREAM_EOS_ID, DREAM_MASK_ID = 0, 1
+# Dream-v0-Instruct's ChatML template (Qwen2.5's, tools left out).
+DREAM_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant."
+    "<|im_end|>\n{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int = 512, family: str = "llada"):
+    """A byte-level BPE (digits split one per token) trained on `corpus`, as a HF fast tokenizer,
+    with the special tokens and chat template of `family` ("llada" or "dream")."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -49,11 +65,19 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()
+    specials = DREAM_SPECIAL_TOKENS if family == "dream" else SPECIAL_TOKENS
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    if family == "dream":
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<|beginoftext|>", eos_token="<|endoftext|>",
+            pad_token="<|endoftext|>", mask_token="<|mask|>",
+            additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+        fast.chat_template = DREAM_CHAT_TEMPLATE
+        return fast
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|startoftext|>", eos_token=EOS_TOKEN,
         pad_token=EOS_TOKEN, mask_token=MASK_TOKEN, additional_special_tokens=SPECIAL_TOKENS[3:],
@@ -77,7 +101,7 @@ def tiny_config(vocab_size: int, layers: int = 2, d_model: int = 128, heads: int
     )
 
 
-def save_checkpoint(out_dir: str, config: LLaDAConfig, state_dict: dict[str, torch.Tensor],
+def save_checkpoint(out_dir: str, config, state_dict: dict[str, torch.Tensor],
                     tokenizer, dtype: torch.dtype = torch.float32) -> None:
     from safetensors.torch import save_file
 
@@ -110,8 +134,49 @@ def write_random_checkpoint(out_dir: str, layers: int = 2, d_model: int = 128, h
     return out_dir
 
 
+def dream_tiny_config(vocab_size: int, layers: int = 2, hidden: int = 128, heads: int = 4,
+                      kv_heads: int = 2, intermediate: int | None = None,
+                      max_position_embeddings: int = 1024):
+    from vllm_elastic.dream_config import DreamConfig
+
+    return DreamConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or 3 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=max_position_embeddings, rope_theta=1000000.0,
+        rms_norm_eps=1e-6, mask_token_id=DREAM_MASK_ID, pad_token_id=DREAM_EOS_ID,
+        bos_token_id=DREAM_EOS_ID, eos_token_id=DREAM_EOS_ID, tie_word_embeddings=False,
+        architectures=["DreamModel"],
+        # Real Dream configs carry this; our config class makes it unnecessary.
+        auto_map={"AutoConfig": "configuration_dream.DreamConfig",
+                  "AutoModel": "modeling_dream.DreamModel"},
+    )
+
+
+def write_random_dream_checkpoint(out_dir: str, layers: int = 2, hidden: int = 128,
+                                  heads: int = 4, kv_heads: int = 2, vocab_size: int = 512,
+                                  seed: int = 0, init_scale: float = 1.0,
+                                  corpus: list[str] | None = None) -> str:
+    """A random-init Dream checkpoint in the official format (GQA, biases on); returns out_dir."""
+    from vllm_elastic.reference_dream import ReferenceDream
+
+    tokenizer = build_tokenizer(corpus or DEFAULT_CORPUS, vocab_size, family="dream")
+    cfg = dream_tiny_config(len(tokenizer), layers, hidden, heads, kv_heads)
+    torch.manual_seed(seed)
+    model = ReferenceDream(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                continue
+            fan_in = p.shape[-1] if p.dim() > 1 else cfg.hidden_size
+            p.normal_(0.0, init_scale / fan_in ** 0.5)
+    save_checkpoint(out_dir, cfg, model.state_dict(), tokenizer)
+    return out_dir
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Write a random-init LLaDA-format checkpoint.")
+    ap = argparse.ArgumentParser(description="Write a random-init LLaDA- or Dream-format "
+                                             "checkpoint.")
+    ap.add_argument("--family", choices=("llada", "dream"), default="llada")
     ap.add_argument("out_dir")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=128)
@@ -121,8 +186,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init-scale", type=float, default=1.0)
     a = ap.parse_args()
-    write_random_checkpoint(a.out_dir, a.layers, a.d_model, a.heads, a.kv_heads, a.vocab_size,
-                            a.seed, a.init_scale)
+    if a.family == "dream":
+        write_random_dream_checkpoint(a.out_dir, a.layers, a.d_model, a.heads,
+                                      a.kv_heads or a.heads, a.vocab_size, a.seed, a.init_scale)
+    else:
+        write_random_checkpoint(a.out_dir, a.layers, a.d_model, a.heads, a.kv_heads,
+                                a.vocab_size, a.seed, a.init_scale)
     print(a.out_dir)
 
 

@@ -3,10 +3,10 @@
 `Canvas` is the worker-side state of one diffusion request. Each engine step the runner feeds
 it the logits of its `commit_positions()` and it commits tokens by the request's schedule:
 
-* `blocks` (LLaDA, DESIGN.md section 4): the current block's masked positions, the even top-k
+* `blocks` (LLaDA, `BlocksSchedule`): the current block's masked positions, the even top-k
   split of `steps`, or with `threshold` every position whose confidence exceeds it (at least
   the most confident one: Fast-dLLM parallel decoding);
-* `window` (Elastic-Cache's sliding window): the `window_length` leftmost masked positions;
+* `window` (Elastic-Cache's sliding window, `WindowSchedule`): the `window_length` leftmost masked positions;
   commit every one with confidence >= min(threshold, max confidence), or the top
   `tokens_per_iter` without a threshold. Once an EOS is committed, masked positions after the
   first EOS leave the masked set (the answer is cut there anyway).
@@ -49,19 +49,95 @@ def sample_and_score(logits: torch.Tensor, params: DiffusionParams, mask_id: int
     return x0, confidence
 
 
+class BlocksSchedule:
+    """LLaDA's semi-autoregressive blocks: the current block's masked positions, the even top-k
+    split of `steps` per block, or (threshold) every position above it, at least one."""
+
+    def __init__(self, params: DiffusionParams) -> None:
+        self.params = params
+        self.block = 0  # current block
+        self.step_in_block = 0
+        self.plan = transfer_schedule(params.block_length, params.steps_per_block)
+
+    def finished(self, canvas: "Canvas") -> bool:
+        return self.block >= self.params.num_blocks
+
+    def block_start(self, canvas: "Canvas") -> int:
+        return canvas.prompt_len + self.block * self.params.block_length
+
+    def anchor_length(self) -> int:
+        return self.params.block_length
+
+    def commit_positions(self, canvas: "Canvas") -> torch.Tensor:
+        lo = self.block_start(canvas)
+        return torch.arange(lo, lo + self.params.block_length)
+
+    def choose(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        if self.params.threshold is not None:
+            above = confidence[order[1:]] > self.params.threshold
+            return torch.cat([order[:1], order[1:][above]])
+        return order[: self.plan[self.step_in_block]]
+
+    def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
+        self.step_in_block += 1
+        if not bool((canvas.tokens[positions] == canvas.mask_id).any()):
+            self.block += 1
+            self.step_in_block = 0
+
+
+class WindowSchedule:
+    """Elastic-Cache's sliding window: the `window_length` leftmost masked positions; commit
+    every one with confidence >= min(threshold, max confidence), or the top `tokens_per_iter`
+    without a threshold. Once an EOS is committed, masked positions after the first EOS leave
+    the masked set (the answer is cut there anyway)."""
+
+    def __init__(self, params: DiffusionParams) -> None:
+        self.params = params
+
+    def finished(self, canvas: "Canvas") -> bool:
+        return canvas.masked_positions().numel() == 0
+
+    def block_start(self, canvas: "Canvas") -> int:
+        """Start of the window_length-aligned chunk holding the leftmost masked position
+        (what the prefix and dual caches anchor on)."""
+        first = int(canvas.masked_positions()[0]) - canvas.prompt_len
+        w = self.params.window_length
+        return canvas.prompt_len + first // w * w
+
+    def anchor_length(self) -> int:
+        return self.params.window_length
+
+    def commit_positions(self, canvas: "Canvas") -> torch.Tensor:
+        return canvas.masked_positions()[: self.params.window_length]
+
+    def choose(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        if self.params.threshold is None:
+            return order[: self.params.tokens_per_iter]
+        bar = min(self.params.threshold, float(confidence[order[0]]))
+        return order[confidence[order] >= bar]
+
+    def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
+        if canvas.eos_id is None:
+            return
+        eos = (canvas.tokens[canvas.prompt_len:] == canvas.eos_id).nonzero()
+        if eos.numel():
+            canvas.limit = min(canvas.limit, canvas.prompt_len + int(eos[0]) + 1)
+
+
+SCHEDULES = {"blocks": BlocksSchedule, "window": WindowSchedule}
+
+
 class Canvas:
     def __init__(self, prompt_ids: list[int], params: DiffusionParams, mask_id: int,
-                 eos_id: int | None = None) -> None:
+                 eos_id: int | None = None, logit_shift: int = 0) -> None:
         self.params = params
+        self.logit_shift = logit_shift  # 1 for Dream: position q is predicted by row q - 1
         self.mask_id, self.eos_id = mask_id, eos_id
         self.prompt_len = len(prompt_ids)
         self.tokens = torch.tensor(prompt_ids + [mask_id] * params.gen_length, dtype=torch.long)
         self.generator = torch.Generator().manual_seed(params.seed if params.seed is not None else 0)
-        self.block = 0  # blocks schedule: current block
-        self.step_in_block = 0
-        self.schedule = (transfer_schedule(params.block_length, params.steps_per_block)
-                         if params.schedule == "blocks" else [])
-        self.limit = self.length  # window schedule: masks at or after the first EOS are dropped
+        self.schedule = SCHEDULES[params.schedule](params)
+        self.limit = self.length  # masked positions at or after it are not decoded
         self.num_released = 0  # answer tokens already handed to vLLM
         self.num_steps = 0
         self.last_committed = torch.empty(0, dtype=torch.long)
@@ -77,70 +153,38 @@ class Canvas:
 
     @property
     def finished(self) -> bool:
-        if self.params.schedule == "window":
-            return self.masked_positions().numel() == 0
-        return self.block >= self.params.num_blocks
+        return self.schedule.finished(self)
 
     def block_start(self) -> int:
-        """blocks: start of the current block; window: start of the window_length-aligned
-        chunk holding the leftmost masked position (what prefix/dual caches anchor on)."""
-        if self.params.schedule == "blocks":
-            return self.prompt_len + self.block * self.params.block_length
-        first = int(self.masked_positions()[0]) - self.prompt_len
-        w = self.params.window_length
-        return self.prompt_len + first // w * w
+        return self.schedule.block_start(self)
 
     def anchor_length(self) -> int:
-        return self.params.block_length if self.params.schedule == "blocks" else \
-            self.params.window_length
+        return self.schedule.anchor_length()
 
     def commit_positions(self) -> torch.Tensor:
         """Canvas positions whose logits this step needs: the block, or the window."""
-        if self.params.schedule == "window":
-            return self.masked_positions()[: self.params.window_length]
-        lo = self.block_start()
-        return torch.arange(lo, lo + self.params.block_length)
+        return self.schedule.commit_positions(self)
+
+    def logit_rows(self) -> torch.Tensor:
+        """The output rows whose logits this step reads: the commit positions, shifted back by
+        one for a shifted-logit model (Dream), whose first answer position is predicted by the
+        prompt's last row. Cache policies must compute these rows."""
+        return self.commit_positions() - self.logit_shift
 
     def step(self, logits: torch.Tensor) -> list[int]:
-        """Commit tokens from the logits of `commit_positions()`; return the tokens released
-        this step (possibly none)."""
+        """Commit tokens from the logits of `logit_rows()` (one row per commit position);
+        return the tokens released this step (possibly none)."""
         positions = self.commit_positions()
         x0, confidence = sample_and_score(logits, self.params, self.mask_id, self.generator)
         masked = self.tokens[positions] == self.mask_id
         confidence = confidence.masked_fill(~masked, float("-inf"))
         order = torch.sort(confidence, descending=True, stable=True).indices
-        chosen = (self._choose_window(confidence, order) if self.params.schedule == "window"
-                  else self._choose_block(confidence, order))
+        chosen = self.schedule.choose(confidence, order)
         self.tokens[positions[chosen]] = x0[chosen]
         self.last_committed = positions[chosen].sort().values
         self.num_steps += 1
-        if self.params.schedule == "window":
-            self._drop_masks_after_eos()
-        else:
-            self.step_in_block += 1
-            if not bool((self.tokens[positions] == self.mask_id).any()):
-                self.block += 1
-                self.step_in_block = 0
+        self.schedule.after_commit(self, positions)
         return self._release()
-
-    def _choose_block(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        if self.params.threshold is not None:
-            above = confidence[order[1:]] > self.params.threshold
-            return torch.cat([order[:1], order[1:][above]])
-        return order[: self.schedule[self.step_in_block]]
-
-    def _choose_window(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        if self.params.threshold is None:
-            return order[: self.params.tokens_per_iter]
-        bar = min(self.params.threshold, float(confidence[order[0]]))
-        return order[confidence[order] >= bar]
-
-    def _drop_masks_after_eos(self) -> None:
-        if self.eos_id is None:
-            return
-        eos = (self.tokens[self.prompt_len:] == self.eos_id).nonzero()
-        if eos.numel():
-            self.limit = min(self.limit, self.prompt_len + int(eos[0]) + 1)
 
     def _release(self) -> list[int]:
         answer = self.tokens[self.prompt_len:]

@@ -12,6 +12,7 @@ from transformers import PretrainedConfig
 
 class LLaDAConfig(PretrainedConfig):
     model_type = "llada"
+    logit_shift = 0  # position q is predicted by output row q (Dream: q - 1)
     attribute_map = {
         "hidden_size": "d_model",
         "num_attention_heads": "n_heads",

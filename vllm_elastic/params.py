@@ -13,20 +13,25 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from vllm_elastic.page_layout import LAYOUTS, POLICIES_NEEDING_FULL
+
 REMASKING_CHOICES = ("low_confidence", "random")
 SCHEDULE_CHOICES = ("blocks", "window")
 CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
 REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 
-PAGE_LAYOUT_CHOICES = ("full", "kv")
-POLICIES_NEEDING_FULL_PAGES = ("elastic",)
+# What a page row holds is page_layout.py's; these are its names for validation here.
+PAGE_LAYOUT_CHOICES = LAYOUTS
+POLICIES_NEEDING_FULL_PAGES = POLICIES_NEEDING_FULL
 # Server-wide settings in additional_config["diffusion"] that are not per-request parameters.
 SERVER_KEYS = ("page_layout",)
 
-# extra_args keys we read; anything else in extra_args is left alone for other plugins.
+# extra_args keys a request may set; any other key is refused (a typo must not go unnoticed).
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
                   "refresh_interval", "full_update", "refresh_layers", "drift_min_weight")
+# Where the engine core puts a request's resolved parameters for the worker (not a user key).
+RESOLVED_KEY = "_vllm_elastic_resolved"
 
 
 class DiffusionParamError(ValueError):
@@ -91,7 +96,7 @@ class DiffusionParams:
         _check_int("block_length", self.block_length, minimum=1)
         _check_choice("remasking", self.remasking, REMASKING_CHOICES)
         if self.threshold is not None and not (
-            isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0
+            _is_number(self.threshold) and 0.0 <= self.threshold <= 1.0
         ):
             raise DiffusionParamError(
                 "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
@@ -106,19 +111,17 @@ class DiffusionParams:
         _check_int("track_num", self.track_num, minimum=1)
         if self.refresh_interval is not None:
             _check_int("refresh_interval", self.refresh_interval, minimum=1)
-        if not (isinstance(self.gamma, (int, float)) and 0.0 <= self.gamma <= 1.0):
+        if not (_is_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
             raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
                                                f"{self.gamma!r}")
-        if not (isinstance(self.drift_min_weight, (int, float))
-                and not isinstance(self.drift_min_weight, bool)
-                and 0.0 <= self.drift_min_weight < 1.0):
+        if not (_is_number(self.drift_min_weight) and 0.0 <= self.drift_min_weight < 1.0):
             raise DiffusionParamError(
                 "drift_min_weight",
                 f"drift_min_weight must be a number in [0, 1), got {self.drift_min_weight!r}")
         if not isinstance(self.full_update, bool):
             raise DiffusionParamError("full_update", f"full_update must be true or false, got "
                                                      f"{self.full_update!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+        if not (_is_number(self.temperature) and math.isfinite(self.temperature)
                 and self.temperature >= 0):
             raise DiffusionParamError(
                 "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
@@ -154,6 +157,11 @@ class DiffusionParams:
         return dataclasses.replace(self, **values).validate()
 
 
+def _is_number(value: Any) -> bool:
+    """int or float, not bool (JSON true is not 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise DiffusionParamError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -186,11 +194,26 @@ def request_params(
     defaults: DiffusionParams, extra_args: Mapping[str, Any] | None, temperature: float,
     seed: int | None,
 ) -> DiffusionParams:
-    """The parameters one request decodes with: server defaults <- its extra_args."""
-    overrides = {k: v for k, v in (extra_args or {}).items() if k in EXTRA_ARG_KEYS}
+    """The parameters one request decodes with: server defaults <- its extra_args. A key that
+    is not a diffusion parameter is refused, naming it and the known ones."""
+    # RESOLVED_KEY is the engine core's own record (set on this very object when the engine
+    # runs in-process); it is recomputed from the other keys, never trusted from a client.
+    overrides = {k: v for k, v in (extra_args or {}).items() if k != RESOLVED_KEY}
+    unknown = sorted(set(overrides) - set(EXTRA_ARG_KEYS))
+    if unknown:
+        raise DiffusionParamError(
+            unknown[0], f"unknown diffusion parameter(s) {unknown} in extra_args/vllm_xargs; "
+            f"known: {list(EXTRA_ARG_KEYS)} (temperature and seed are sampling parameters)")
     overrides["temperature"] = temperature
     overrides["seed"] = seed
     return defaults.with_overrides(overrides)
+
+
+def resolved_params(extra_args: Mapping[str, Any] | None) -> DiffusionParams:
+    """The parameters the engine core resolved for a request (`RESOLVED_KEY`), in a worker."""
+    if not extra_args or RESOLVED_KEY not in extra_args:
+        raise RuntimeError("diffusion request reached the worker without resolved parameters")
+    return DiffusionParams(**extra_args[RESOLVED_KEY])
 
 
 def _server_section(additional_config: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -25,6 +25,17 @@ Patch 2 - diffusion metrics on /metrics
   How:      before vLLM processes a batch of engine outputs, finished diffusion requests'
             accounting is counted into Prometheus counters (vllm_elastic/metrics.py).
   Removed:  when stat-logger plugins receive per-request custom stats.
+
+Patch 3 - JSON booleans in vllm_xargs stay booleans
+  Patched:  the `vllm_xargs` field of the OpenAI completion and chat request models
+            (annotation widened with `bool`, models rebuilt).
+  Why:      the field is `dict[str, str | int | float | list[...]]`, so pydantic turns JSON
+            `true` into 1 and `{"gen_length": true}` would run a 1-token canvas instead of
+            getting a 400 (booleans are not integers).
+  How:      `bool` is added first to the value union; validation of the values themselves is
+            ours (params.py). FastAPI builds its validators when the routers are included into
+            the app, after vLLM has loaded the plugins, so the widened models are the ones used.
+  Removed:  when vLLM keeps JSON booleans in vllm_xargs.
 """
 
 from __future__ import annotations
@@ -97,7 +108,27 @@ def patch_metrics() -> None:
     OutputProcessor.process_outputs = process_outputs
 
 
+def patch_xargs_booleans() -> None:
+    from pydantic import BaseModel
+
+    from vllm.entrypoints.openai.chat_completion import protocol as chat
+    from vllm.entrypoints.openai.completion import protocol as completion
+
+    value = bool | str | int | float | list[bool | str | int | float]
+    for module in (chat, completion):
+        for model in vars(module).values():
+            if not (isinstance(model, type) and issubclass(model, BaseModel)) or \
+                    "vllm_xargs" not in getattr(model, "model_fields", {}):
+                continue
+            field = model.model_fields["vllm_xargs"]
+            if field.annotation == dict[str, value] | None:
+                continue  # already widened (the plugin loads in every process, maybe twice)
+            field.annotation = dict[str, value] | None
+            model.model_rebuild(force=True)
+
+
 def apply_all() -> None:
     check_vllm_version()
     patch_ray_on_cpu()
     patch_metrics()
+    patch_xargs_booleans()

@@ -2,8 +2,8 @@
 
 vLLM loads our `vllm.general_plugins` entry point in every process it starts (API server or
 `LLM`, engine core, each worker), so everything here is idempotent and cheap:
-  * the LLaDA config class for `model_type: llada` (no remote code needed);
-  * the `LLaDAModelLM` architecture, registered lazily by dotted name;
+  * the LLaDA and Dream config classes for `model_type: llada` / `Dream` (no remote code);
+  * the `LLaDAModelLM` and `DreamModel` architectures, registered lazily by dotted name;
   * a per-architecture config hook that selects our scheduler and worker, and turns off what a
     fixed canvas cannot use (prefix caching, chunked prefill, async scheduling), only where
     the user has not chosen explicitly;
@@ -18,7 +18,10 @@ import contextvars
 
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
-DIFFUSION_ARCHITECTURES = ("LLaDAModelLM",)
+# Architecture named in a checkpoint's config.json -> our vLLM model class.
+MODEL_CLASSES = {"LLaDAModelLM": "vllm_elastic.models.llada:LLaDAModelLM",
+                 "DreamModel": "vllm_elastic.models.dream:DreamModel"}
+DIFFUSION_ARCHITECTURES = tuple(MODEL_CLASSES)
 SCHEDULER_CLS = "vllm_elastic.engine.scheduler.DiffusionScheduler"
 WORKER_CLS = "vllm_elastic.engine.worker.DiffusionWorker"
 
@@ -38,13 +41,15 @@ def register_all() -> None:
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
     from vllm.transformers_utils.config import _CONFIG_REGISTRY
 
+    from vllm_elastic.dream_config import DreamConfig
     from vllm_elastic.llada_config import LLaDAConfig
     from vllm_elastic.patches import apply_all
 
     apply_all()
     _CONFIG_REGISTRY["llada"] = LLaDAConfig
-    for arch in DIFFUSION_ARCHITECTURES:
-        ModelRegistry.register_model(arch, "vllm_elastic.models.llada:LLaDAModelLM")
+    _CONFIG_REGISTRY["Dream"] = DreamConfig
+    for arch, cls in MODEL_CLASSES.items():
+        ModelRegistry.register_model(arch, cls)
         MODELS_CONFIG_MAP[arch] = DiffusionConfigHook
     _install_request_validator()
 

@@ -4,7 +4,7 @@ No vLLM, no cache. The module tree mirrors the official checkpoint's weight name
 (`model.transformer.blocks.{i}.q_proj`, ...), so `load_state_dict` takes a safetensors file
 as it is. The same module is what `training/` trains.
 
-`generate` follows LLaDA's `generate()` (DESIGN.md section 4) written the way the official code
+`generate` follows LLaDA's `generate()` (docs/DECODING.md section 1) written the way the official code
 is: the whole canvas through the model every step; with `schedule="window"` it follows
 Elastic-Cache's sliding-window schedule, still with no cache (the `none` policy's oracle).
 Two definitions are ours, and the vLLM path follows them too:
@@ -123,6 +123,10 @@ class ReferenceLLaDA(nn.Module):
         head = t["wte"].weight if self.config.weight_tying else t["ff_out"].weight
         return F.linear(x, head)
 
+    def position_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits predicting each position: LLaDA reads row q for position q (no shift)."""
+        return self(input_ids)
+
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32) -> "ReferenceLLaDA":
         from safetensors.torch import load_file
@@ -139,9 +143,11 @@ class ReferenceLLaDA(nn.Module):
 
 @torch.no_grad()
 def generate(
-    model: ReferenceLLaDA, prompt_ids: list[int], params: DiffusionParams,
+    model: nn.Module, prompt_ids: list[int], params: DiffusionParams,
 ) -> list[int]:
-    """Decode one prompt with no cache; returns the gen_length canvas tokens (not cut at EOS)."""
+    """Decode one prompt with no cache; returns the gen_length canvas tokens (not cut at EOS).
+    `model` is a ReferenceLLaDA or a ReferenceDream (reference_dream.py): both give
+    `position_logits`, the logits that predict each canvas position."""
     params.validate()
     gen = torch.Generator().manual_seed(params.seed if params.seed is not None else 0)
     x = torch.tensor([prompt_ids + [model.config.mask_token_id] * params.gen_length])
@@ -166,7 +172,7 @@ def _generate_blocks(model, x, p_len, params, gen) -> None:
         schedule = transfer_schedule(int((x[0, lo:hi] == mask_id).sum()), params.steps_per_block)
         step = 0
         while bool((x[0, lo:hi] == mask_id).any()):
-            x0, conf = _sample(model, model(x)[0, lo:hi], params, gen)
+            x0, conf = _sample(model, model.position_logits(x)[0, lo:hi], params, gen)
             masked = x[0, lo:hi] == mask_id
             conf = torch.where(masked, conf, torch.full_like(conf, float("-inf")))
             order = torch.sort(conf, descending=True, stable=True).indices
@@ -191,7 +197,7 @@ def _generate_window(model, x, p_len, params, gen) -> None:
         if not masked:
             return
         window = masked[: params.window_length]
-        x0, conf = _sample(model, model(x)[0, window], params, gen)
+        x0, conf = _sample(model, model.position_logits(x)[0, window], params, gen)
         order = sorted(range(len(window)), key=lambda i: (-float(conf[i]), i))
         if params.threshold is None:
             chosen = order[: params.tokens_per_iter]

@@ -5,7 +5,7 @@ policy object per request, chosen by its `cache_policy` parameter (cache/base.py
 policy decides).
 """
 
-from vllm_elastic.cache.base import CachePolicy, LayerStats, Probe
+from vllm_elastic.cache.base import CachePolicy, LayerPlan, LayerStats, Probe
 from vllm_elastic.cache.dual import DualCache
 from vllm_elastic.cache.elastic import ElasticCache
 from vllm_elastic.cache.prefix import PrefixCache
@@ -17,4 +17,4 @@ def make_policy(params, num_layers: int) -> CachePolicy:
     return POLICIES[params.cache_policy](params, num_layers)
 
 
-__all__ = ["CachePolicy", "LayerStats", "Probe", "make_policy", "POLICIES"]
+__all__ = ["CachePolicy", "LayerPlan", "LayerStats", "Probe", "make_policy", "POLICIES"]

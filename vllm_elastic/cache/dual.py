@@ -17,4 +17,4 @@ class DualCache(PrefixCache):
 
     def partial_positions(self, canvas) -> torch.Tensor:
         block = torch.arange(self.anchor, min(self.anchor + canvas.anchor_length(), canvas.length))
-        return torch.cat([block, canvas.commit_positions()]).unique()
+        return torch.cat([block, canvas.commit_positions(), canvas.logit_rows()]).unique()

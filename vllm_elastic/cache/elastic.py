@@ -1,6 +1,6 @@
 """Elastic-Cache (arXiv 2510.14973, Algorithm 1): when and where to refresh cached K/V.
 
-Followed as the authors' code does it (DESIGN.md section 5 is its line-by-line reading):
+Followed as the authors' code does it (docs/DECODING.md section 2 says how we read it):
   * step 0 runs the whole canvas with every layer in *update* mode, caching per layer and per
     token the layer input (hidden state), Q and K after RoPE, and V;
   * later steps query only tracked + just-committed + window positions, with every layer in
@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import torch
 
-from vllm_elastic.cache.base import CachePolicy, LayerStats, Probe
+from vllm_elastic.cache.base import CachePolicy, LayerPlan, LayerStats, Probe
+
+# Where a drift trigger at layer l restarts (None: no restart, layers after l widen).
+_RESTART = {"after": lambda layer: None, "trigger": lambda layer: layer, "all": lambda layer: 0}
 
 
 class ElasticCache(CachePolicy):
     name = "elastic"
-    caches_layer_inputs = True
 
     def __init__(self, params, num_layers: int) -> None:
         super().__init__(params, num_layers)
@@ -49,14 +51,15 @@ class ElasticCache(CachePolicy):
         self.trigger: int | None = None  # first layer that failed the drift test this step
         self.next_tracked: list[torch.Tensor] = []
         self.similarities: list[float] = []  # drift test results, for analysis
-        self.redoing = False  # inside a recompute of layers already run this step
 
     @property
     def full_step(self) -> bool:
         return self.first_step or self.params.full_update
 
     def begin_step(self, canvas) -> torch.Tensor:
-        self.window = canvas.commit_positions()
+        # The rows whose logits the step reads: the window, or for a shifted-logit model
+        # (Dream) its predecessors, as the authors' Dream code queries them.
+        self.window = canvas.logit_rows()
         self.masked = canvas.tokens == canvas.mask_id
         self.trigger, self.next_tracked = None, []
         if self.full_step:
@@ -66,30 +69,25 @@ class ElasticCache(CachePolicy):
     def in_update_mode(self, layer: int) -> bool:
         return self.full_step or (self.trigger is not None and layer > self.trigger)
 
-    def refresh_from(self, layer: int) -> bool:
-        return not self.full_step and self.trigger is not None and layer == self.trigger + 1
-
-    def restart_from(self, layer: int) -> int | None:
-        if self.redoing or self.full_step or self.trigger != layer:
-            return None
-        return {"after": None, "trigger": layer, "all": 0}[self.params.refresh_layers]
-
-    def probe(self, layer: int) -> Probe | None:
-        if self.redoing:
-            return None
+    def layer_plan(self, layer: int) -> LayerPlan:
+        widen = not self.full_step and self.trigger is not None and layer == self.trigger + 1
         drift = not self.in_update_mode(layer) and self.trigger is None
-        return Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
-                     min_weight=self.params.drift_min_weight)
+        probe = Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
+                      min_weight=self.params.drift_min_weight)
+        return LayerPlan(store_inputs=True, widen=widen, probe=probe)
 
-    def observe(self, layer: int, stats: LayerStats) -> None:
+    def observe(self, layer: int, stats: LayerStats) -> int | None:
+        restart = None
         if stats.similarity is not None:
             self.similarities.append(stats.similarity)
             if stats.similarity < self.params.gamma and self.trigger is None:
                 self.trigger = layer
+                restart = _RESTART[self.params.refresh_layers](layer)
         if stats.attention_mass is not None:
             mass = stats.attention_mass.masked_fill(self.masked, 0.0)
             k = min(self.params.track_num, mass.numel())
             self.next_tracked.append(torch.topk(mass, k).indices)
+        return restart
 
     def end_step(self, canvas) -> None:
         self.first_step = False

@@ -4,7 +4,7 @@ At a block's first step (and every `refresh_interval` steps, if set) the whole c
 its K/V are cached. On the block's other steps only the block and everything after it run;
 tokens before the block attend nowhere and their K/V come from the cache as they stood at the
 refresh. Under the window schedule the "block" is the window_length-aligned chunk holding the
-leftmost masked position.
+leftmost masked position. Every layer runs the positions chosen here (no layer plans).
 """
 
 from __future__ import annotations
@@ -32,4 +32,5 @@ class PrefixCache(CachePolicy):
         return torch.arange(canvas.length) if refresh else self.partial_positions(canvas)
 
     def partial_positions(self, canvas) -> torch.Tensor:
-        return torch.arange(self.anchor, canvas.length)
+        # A shifted-logit model (Dream) also needs the row before the block.
+        return torch.arange(self.anchor - canvas.logit_shift, canvas.length)

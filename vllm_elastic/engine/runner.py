@@ -5,12 +5,15 @@ discovery, allocation in the shared buffer, binding pages to our attention layer
 `execute_model`: for each scheduled request it runs the canvas through the model with the
 request's KV slots (from the block table the scheduler sent), takes the logits of the rows the
 request's schedule asks for, lets its `Canvas` commit tokens, and returns the newly final
-tokens as the request's sampled tokens. The state of each request's denoising lives here, in
-`self.canvases` (rank-local; every TP rank holds the same, decided from the same all-gathered
-logits and the same seeds).
+tokens as the request's sampled tokens. The state of each request's denoising lives here, one
+`RequestState` per request (rank-local; every TP rank holds the same, decided from the same
+all-gathered logits and the same seeds). Its parameters were resolved once, in the engine
+core's scheduler (defaults, overrides and seed), and arrive with the request.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -19,11 +22,11 @@ from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.outputs import ModelRunnerOutput
 
+from vllm_elastic.accounting import Accounting
 from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding import Canvas
-from vllm_elastic.params import (check_policy_fits_pages, page_layout, request_params,
-                                 server_defaults)
+from vllm_elastic.params import DiffusionParams, check_policy_fits_pages, page_layout, resolved_params
 
 logger = init_logger(__name__)
 
@@ -33,17 +36,28 @@ else:  # pragma: no cover - needs a GPU
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner as _BaseRunner
 
 
+@dataclass
+class RequestState:
+    """Everything the worker keeps about one diffusion request."""
+
+    params: DiffusionParams
+    canvas: Canvas
+    policy: CachePolicy
+    slots: torch.Tensor  # KV slot of every canvas position (from its block table)
+    accounting: Accounting
+
+
 class DiffusionModelRunner(_BaseRunner):
     def __init__(self, vllm_config, device) -> None:
         super().__init__(vllm_config, device)
-        self.defaults = server_defaults(vllm_config.additional_config)
         self.page_layout = page_layout(vllm_config.additional_config)
-        self.mask_id = vllm_config.model_config.hf_config.mask_token_id
-        self.eos_id = vllm_config.model_config.hf_config.eos_token_id
-        self.canvases: dict[str, Canvas] = {}
-        self.policies: dict[str, CachePolicy] = {}
-        self.num_layers = vllm_config.model_config.hf_config.n_layers
-        self.kv_slots: dict[str, torch.Tensor] = {}
+        hf = vllm_config.model_config.hf_config
+        self.mask_id, self.eos_id = hf.mask_token_id, hf.eos_token_id
+        self.num_layers = hf.num_hidden_layers
+        self.num_heads = hf.num_attention_heads // vllm_config.parallel_config.tensor_parallel_size
+        # Dream predicts position q from the output row q - 1 (LLaDA: row q).
+        self.logit_shift = getattr(hf, "logit_shift", 0)
+        self.requests: dict[str, RequestState] = {}
         # Requests whose decoding raised: reported to the scheduler, which finishes them with
         # FINISHED_ERROR, so one bad request never takes the engine down.
         self.failed: set[str] = set()
@@ -52,29 +66,17 @@ class DiffusionModelRunner(_BaseRunner):
     def warming_up_model(self) -> None:
         return None
 
-    def _drop(self, req_id: str) -> None:
-        self.canvases.pop(req_id, None)
-        self.policies.pop(req_id, None)
-        self.kv_slots.pop(req_id, None)
-
     def _fail(self, req_id: str) -> None:
         logger.exception("diffusion request %s failed; finishing it with an error", req_id)
-        self._drop(req_id)
+        self.requests.pop(req_id, None)
         self.failed.add(req_id)
 
     def _sync_requests(self, scheduler_output) -> None:
         for req_id in scheduler_output.finished_req_ids:
-            self._drop(req_id)
+            self.requests.pop(req_id, None)
         for new in scheduler_output.scheduled_new_reqs:
             try:
-                sp = new.sampling_params
-                params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
-                check_policy_fits_pages(params, self.page_layout)  # refused alone if it slipped by
-                prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
-                canvas = Canvas(prompt, params, self.mask_id, self.eos_id)
-                self.canvases[new.req_id] = canvas
-                self.policies[new.req_id] = make_policy(params, self.num_layers)
-                self.kv_slots[new.req_id] = self._slots(new.block_ids[0], canvas.length)
+                self.requests[new.req_id] = self._admit(new)
             except Exception:
                 self._fail(new.req_id)
         cached = scheduler_output.scheduled_cached_reqs
@@ -82,6 +84,15 @@ class DiffusionModelRunner(_BaseRunner):
             if new_blocks and new_blocks[0]:
                 # A canvas is allocated whole at admission; more blocks would mean a bug.
                 raise RuntimeError(f"diffusion request {req_id} was given extra KV blocks")
+
+    def _admit(self, new) -> RequestState:
+        params = resolved_params(new.sampling_params.extra_args)
+        check_policy_fits_pages(params, self.page_layout)  # refused alone if it slipped by
+        prompt = new.prompt_token_ids[: len(new.prompt_token_ids) - params.gen_length]
+        canvas = Canvas(prompt, params, self.mask_id, self.eos_id, self.logit_shift)
+        return RequestState(params, canvas, make_policy(params, self.num_layers),
+                            self._slots(new.block_ids[0], canvas.length),
+                            Accounting(self.num_layers, params.cache_policy))
 
     def _slots(self, block_ids: list[int], length: int) -> torch.Tensor:
         """KV slot of each canvas position: block_ids[pos // bs] * bs + pos % bs."""
@@ -93,25 +104,24 @@ class DiffusionModelRunner(_BaseRunner):
     def execute_model(self, scheduler_output, intermediate_tensors=None) -> ModelRunnerOutput:
         self._sync_requests(scheduler_output)
         req_ids = [r for r in scheduler_output.num_scheduled_tokens
-                   if r in self.canvases and not self.canvases[r].finished]
+                   if r in self.requests and not self.requests[r].canvas.finished]
         if not req_ids:
             return self._output(list(scheduler_output.num_scheduled_tokens), {})
-        canvases = [self.canvases[r] for r in req_ids]
-        passes = [RequestPass(policy=self.policies[r], slots=self.kv_slots[r],
-                              active=self.policies[r].begin_step(c))
-                  for r, c in zip(req_ids, canvases)]
-        batch = DiffusionBatch(passes, self.device)
-        input_ids = torch.cat([c.tokens[p.active] for c, p in zip(canvases, passes)])
+        states = [self.requests[r] for r in req_ids]
+        passes = [RequestPass(s.policy, s.slots, s.policy.begin_step(s.canvas), s.accounting)
+                  for s in states]
+        batch = DiffusionBatch(passes, self.device, self.cache_config.block_size, self.num_heads)
+        input_ids = torch.cat([s.canvas.tokens[p.active] for s, p in zip(states, passes)])
         with set_forward_context(batch, self.vllm_config):
             hidden = self.model(input_ids=input_ids.to(self.device), positions=batch.positions)
-        wanted = [c.commit_positions() for c in canvases]
+        wanted = [s.canvas.logit_rows() for s in states]
         rows = torch.cat([batch.output_rows(i, w) for i, w in enumerate(wanted)])
         logits = self.model.compute_logits(hidden[rows.to(self.device)]).float().cpu()
         released, offset = {}, 0
-        for r, c, w in zip(req_ids, canvases, wanted):
+        for r, s, w in zip(req_ids, states, wanted):
             try:
-                released[r] = c.step(logits[offset: offset + len(w)])
-                self.policies[r].end_step(c)
+                released[r] = s.canvas.step(logits[offset: offset + len(w)])
+                s.policy.end_step(s.canvas)
             except Exception:
                 self._fail(r)
             offset += len(w)
@@ -123,7 +133,7 @@ class DiffusionModelRunner(_BaseRunner):
                                    sampled_token_ids=[released.get(r, []) for r in req_ids])
         # Extra fields ride along to the scheduler (the executor pickles the whole object):
         # per-request compute accounting, and the requests that failed.
-        output.diffusion_accounting = {r: self.policies[r].accounting.as_dict()
-                                       for r in req_ids if r in self.policies}
+        output.diffusion_accounting = {r: self.requests[r].accounting.as_dict()
+                                       for r in req_ids if r in self.requests}
         output.diffusion_failed, self.failed = sorted(self.failed), set()
         return output

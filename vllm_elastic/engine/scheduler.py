@@ -13,6 +13,7 @@ The mapping (docs/ARCHITECTURE.md has the full table):
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from vllm.v1.core.sched.scheduler import Scheduler
@@ -20,7 +21,7 @@ from vllm.v1.core.sched.utils import check_stop
 from vllm.v1.request import Request
 from vllm.v1.utils import ConstantList
 
-from vllm_elastic.params import request_params, server_defaults
+from vllm_elastic.params import RESOLVED_KEY, request_params, server_defaults
 
 
 class DiffusionScheduler(Scheduler):
@@ -46,6 +47,9 @@ class DiffusionScheduler(Scheduler):
         if params.temperature > 0 and sp.seed is None:
             # Every TP rank must draw the same noise: fix the seed once, here, for all of them.
             sp.seed = random.getrandbits(62)
+            params = dataclasses.replace(params, seed=sp.seed)
+        # Resolved once, here; the workers read this record and nothing else.
+        sp.extra_args = {**(sp.extra_args or {}), RESOLVED_KEY: dataclasses.asdict(params)}
         canvas = list(request.prompt_token_ids) + [self.mask_id] * params.gen_length
         request.prompt_token_ids = canvas  # a new list: the frontend's copy stays the prompt
         request._all_token_ids = list(canvas)

@@ -16,7 +16,6 @@ from torch import nn
 
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.forward_context import get_forward_context, is_forward_context_available
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import (
@@ -30,10 +29,10 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
 )
-from vllm.model_executor.model_loader.weight_utils import default_weight_loader
 
 from vllm_elastic.attention import DiffusionAttention
-from vllm_elastic.batch import DiffusionBatch
+from vllm_elastic.models.stack import run_layers
+from vllm_elastic.models.weights import load_mapped_weights
 
 
 class LLaDAAttention(nn.Module):
@@ -105,28 +104,9 @@ class LLaDAModel(nn.Module):
         self.ln_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        batch = get_forward_context().attn_metadata if is_forward_context_available() else None
-        if not isinstance(batch, DiffusionBatch):
-            batch = None  # vLLM's dummy/profiling runs: plain bidirectional forward
-        x = self._run_layers(batch, self.wte(input_ids), positions, 0, len(self.blocks))
+        x = run_layers(self.blocks, self.wte(input_ids), positions,
+                       lambda block: block.attention.attn)
         return self.ln_f(x)
-
-    def _run_layers(self, batch: DiffusionBatch | None, x: torch.Tensor,
-                    positions: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        for i in range(start, end):
-            block = self.blocks[i]
-            if batch is not None:
-                # The step's cache policies may store inputs or widen the rows (a refresh).
-                x, positions = batch.enter_layer(i, x, block.attention.attn)
-            x = block(positions, x)
-            if batch is not None and batch.restarts(i):
-                x, positions = batch.restart(i, x, self._recompute)
-        return x
-
-    def _recompute(self, sub: DiffusionBatch, start: int, last: int) -> torch.Tensor:
-        """Layers start..last again for a one-request batch, inputs from the cache."""
-        x = self.blocks[start].attention.attn.read_hidden(sub.passes[0].slots)
-        return self._run_layers(sub, x, sub.positions, start, last + 1)
 
 
 # Official name -> (our parameter name, shard id of a fused layer or None).
@@ -186,17 +166,4 @@ class LLaDAModelLM(nn.Module):
         return self.logits_processor(self.lm_head, hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        params = dict(self.named_parameters())
-        loaded: set[str] = set()
-        for name, tensor in weights:
-            target, shard = map_checkpoint_name(name)
-            if target is None or target not in params:
-                continue  # e.g. lm_head.weight when tied, rotary buffers
-            param = params[target]
-            loader = getattr(param, "weight_loader", default_weight_loader)
-            if shard is None:
-                loader(param, tensor)
-            else:
-                loader(param, tensor, shard)
-            loaded.add(target)
-        return loaded
+        return load_mapped_weights(self, weights, map_checkpoint_name)

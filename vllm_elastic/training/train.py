@@ -56,9 +56,15 @@ import torch.nn.functional as F  # noqa: E402
 from vllm_elastic.checkpoint import EOS_ID, MASK_ID, build_tokenizer, save_checkpoint, tiny_config  # noqa: E402,E501
 from vllm_elastic.params import DiffusionParams  # noqa: E402
 from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
-from vllm_elastic.training import data  # noqa: E402
+from vllm_elastic.training import data, long_data  # noqa: E402
 
 DEFAULT_STATE = "/root/.cache/vllm-elastic/train/llada-tiny-arith/train_state.pt"
+TASKS = ("arith", "long")
+
+
+def task_data(task: str):
+    """The problem module of `task` (both expose sample_problem, test_problems, corpus)."""
+    return long_data if task == "long" else data
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--state", default=DEFAULT_STATE, help="resume file (keep it out of git)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--task", choices=TASKS, default="arith",
+                    help="arith: data.py's two-step problems; long: long_data.py's 4-12 steps")
     # model
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--d-model", type=int, default=64)
@@ -85,7 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eps", type=float, default=1e-3)
     # data
     ap.add_argument("--gen-length", type=int, default=32,
-                    help="EOS-padded answer length of most batches (answers are <= 20 tokens)")
+                    help="EOS-padded answer length of most batches (answers are <= 20 tokens); "
+                         "0: the batch's longest answer plus 0-32 tokens (long task)")
+    ap.add_argument("--batch-tokens", type=int, default=0,
+                    help="with --gen-length 0: rows per batch = batch_tokens / longest row")
+    ap.add_argument("--min-steps", type=int, default=2,
+                    help="long task: fewest events of a training problem (held-out: 4)")
     ap.add_argument("--long-frac", type=float, default=0.2,
                     help="fraction of batches with a longer canvas")
     ap.add_argument("--long-gen-lengths", default="64,128,256,512")
@@ -103,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-n", type=int, default=50)
     ap.add_argument("--eval-gen-length", type=int, default=64)
     ap.add_argument("--eval-block-length", type=int, default=32)
+    ap.add_argument("--eval-schedule", choices=("blocks", "window"), default="blocks",
+                    help="window: Elastic-Cache's window of 32 with threshold 0.9 (fast)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this step (tests)")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
@@ -153,6 +168,8 @@ def curriculum(args: argparse.Namespace, step: int) -> tuple[float, float]:
 def make_batch(args: argparse.Namespace, tokenizer, step: int
                ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(input_ids [B, L], prompt_lengths [B], G) for `step`: a pure function of (seed, step)."""
+    if args.task == "long":
+        return _long_batch(args, tokenizer, step)
     rng = random.Random(f"batch-{args.seed}-{step}")
     gen_len, rows = args.gen_length, args.batch_size
     if rng.random() < args.long_frac:
@@ -168,9 +185,47 @@ def make_batch(args: argparse.Namespace, tokenizer, step: int
         answer = data.answer_ids(tokenizer, p.solution)[:gen_len]
         seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))
         plens.append(len(prompt))
+    return _pad(seqs), torch.tensor(plens), gen_len
+
+
+def _long_batch(args: argparse.Namespace, tokenizer, step: int
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Long task: about --batch-tokens tokens per batch, rows of similar length (a random run
+    of 64 problems sorted by length, so little compute goes to padding). G is the batch's
+    longest answer plus 0-32 EOS or, with probability --long-frac, one of --long-gen-lengths
+    (so the EOS-padded 256/512 canvases of evaluation are familiar)."""
+    rng = random.Random(f"batch-{args.seed}-{step}")
+    probs = [long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
+    pairs = sorted(((data.chat_prompt_ids(tokenizer, p.question),
+                     data.answer_ids(tokenizer, p.solution)) for p in probs),
+                   key=lambda pa: len(pa[0]) + len(pa[1]))
+    fixed = None
+    if rng.random() < args.long_frac:
+        lengths = [int(x) for x in args.long_gen_lengths.split(",")]
+        weights = [float(x) for x in args.long_weights.split(",")]
+        fixed = rng.choices(lengths, weights)[0]
+    extra = rng.randint(0, 32)
+    start = rng.randrange(len(pairs) - 1)
+    end = start + 2
+    while end < len(pairs):  # grow the run while it fits the token budget
+        chosen = pairs[start: end + 1]
+        g = fixed or max(len(a) for _, a in chosen) + extra
+        if (end + 1 - start) * (max(len(p) for p, _ in chosen) + g) > args.batch_tokens:
+            break
+        end += 1
+    chosen = pairs[start:end]
+    gen_len = fixed or max(len(a) for _, a in chosen) + extra
+    seqs, plens = [], []
+    for prompt, answer in chosen:
+        answer = answer[:gen_len]
+        seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))
+        plens.append(len(prompt))
+    return _pad(seqs), torch.tensor(plens), gen_len
+
+
+def _pad(seqs: list[list[int]]) -> torch.Tensor:
     width = max(len(s) for s in seqs)
-    ids = torch.tensor([s + [EOS_ID] * (width - len(s)) for s in seqs])
-    return ids, torch.tensor(plens), gen_len
+    return torch.tensor([s + [EOS_ID] * (width - len(s)) for s in seqs])
 
 
 def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Tensor,
@@ -201,13 +256,20 @@ def lr_at(args: argparse.Namespace, step: int, progress: float) -> float:
 
 @torch.no_grad()
 def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
-             block_length: int = 32, steps: int | None = None) -> dict:
-    """Held-out exact-match accuracy of greedy full-recompute decoding (`reference.generate`)."""
+             block_length: int = 32, steps: int | None = None, task: str = "arith",
+             schedule: str = "blocks") -> dict:
+    """Held-out exact-match accuracy of greedy full-recompute decoding (`reference.generate`):
+    LLaDA's blocks, one token per step, or (schedule="window") Elastic-Cache's window of 32
+    with threshold 0.9, several tokens per step."""
     was_training = model.training
     model.eval()
-    params = DiffusionParams(gen_length=gen_length, block_length=block_length, steps=steps)
+    if schedule == "window":
+        params = DiffusionParams(gen_length=gen_length, schedule="window", window_length=32,
+                                 threshold=0.9)
+    else:
+        params = DiffusionParams(gen_length=gen_length, block_length=block_length, steps=steps)
     correct, samples = 0, []
-    for question, answer in data.test_problems(n):
+    for question, answer in task_data(task).test_problems(n):
         out = generate(model, data.chat_prompt_ids(tokenizer, question), params)
         text = tokenizer.decode(cut_at_eos(out, tokenizer.eos_token_id), skip_special_tokens=True)
         got = data.extract_answer(text)
@@ -216,7 +278,8 @@ def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
             samples.append({"q": question, "out": text, "answer": answer})
     model.train(was_training)
     return {"accuracy": correct / n, "correct": correct, "n": n, "gen_length": gen_length,
-            "block_length": block_length, "samples": samples}
+            "block_length": block_length, "schedule": schedule, "task": task,
+            "samples": samples}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +330,8 @@ def train(args: argparse.Namespace) -> dict:
     if resume:
         tokenizer = load_tokenizer(tok_dir)
     else:
-        tokenizer = build_tokenizer(data.tokenizer_corpus(seed=args.seed), args.vocab_size)
+        corpus = task_data(args.task).tokenizer_corpus(seed=args.seed)
+        tokenizer = build_tokenizer(corpus, args.vocab_size)
         os.makedirs(tok_dir, exist_ok=True)
         tokenizer.save_pretrained(tok_dir)
     cfg = tiny_config(len(tokenizer), args.layers, args.d_model, args.heads, mlp=args.mlp)
@@ -313,7 +377,8 @@ def train(args: argparse.Namespace) -> dict:
     def do_eval() -> dict:
         nonlocal last_eval
         t0 = time.time()
-        res = evaluate(model, tokenizer, args.eval_n, args.eval_gen_length, args.eval_block_length)
+        res = evaluate(model, tokenizer, args.eval_n, args.eval_gen_length, args.eval_block_length,
+                       task=args.task, schedule=args.eval_schedule)
         res["seconds"] = round(time.time() - t0, 1)
         log_record({"type": "eval", "step": step, "elapsed_s": round(elapsed, 1),
                     "tokens": tokens, **res})

@@ -1,0 +1,45 @@
+"""The layer loop every diffusion model shares: a straight line per layer, with the step's
+batch carrying out the cache plans around it (batch.py). Models differ only in their blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from vllm.forward_context import get_forward_context, is_forward_context_available
+
+from vllm_elastic.batch import DiffusionBatch
+
+
+def current_batch() -> DiffusionBatch | None:
+    """This step's batch, or None in vLLM's dummy/profiling runs (plain bidirectional pass)."""
+    batch = get_forward_context().attn_metadata if is_forward_context_available() else None
+    return batch if isinstance(batch, DiffusionBatch) else None
+
+
+def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Tensor,
+               attention_of: Callable[[nn.Module], nn.Module]) -> torch.Tensor:
+    """x through every block (`block(positions, x)`); `attention_of(block)` is its
+    DiffusionAttention layer (the pages that hold its cached inputs)."""
+    batch = current_batch()
+    if batch is None:
+        for block in blocks:
+            x = block(positions, x)
+        return x
+
+    def rerun(start: int, last: int, slots: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        # A restart: layers start..last again over every position of the batch's (narrowed)
+        # requests, inputs read back from layer `start`'s pages.
+        h = attention_of(blocks[start]).read_hidden(slots)
+        for i in range(start, last + 1):
+            h, pos = batch.enter_layer(i, h, attention_of(blocks[i]))
+            h = blocks[i](pos, h)
+        return h
+
+    for i, block in enumerate(blocks):
+        x, positions = batch.enter_layer(i, x, attention_of(block))
+        x = block(positions, x)
+        x, positions = batch.leave_layer(i, x, rerun)
+    return x
