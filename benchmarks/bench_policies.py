@@ -2,6 +2,8 @@
 
     python benchmarks/bench_policies.py --model examples/models/llada-tiny-arith \
         --n 200 --gen-lengths 256 512 --out benchmarks/results/policies
+    python benchmarks/bench_policies.py --model examples/models/llada-long-arith --task long \
+        --n 200 --gen-lengths 256 512 --out benchmarks/results/policies_long
 
 Rows (the issue's benchmark plan), each at every gen length:
   baseline      LLaDA blocks of 32, one token per step, full recompute (the paper's baseline)
@@ -88,6 +90,10 @@ def summarize(name, gen_length, outputs, seconds, problems, eos_id, extract_answ
         "accuracy": correct / len(outputs), "tokens": tokens, "seconds": seconds,
         "tokens_per_s": tokens / seconds, "s_per_request": seconds / len(outputs),
         "steps_per_request": sum_of("steps") / len(outputs),
+        # Per layer: the share of steps in which the layer ran every position.
+        "refresh_rate_per_layer": [sum(a["refreshes_per_layer"][i] for a in acct)
+                                   / max(1, sum_of("steps"))
+                                   for i in range(len(acct[0]["refreshes_per_layer"]))],
         "work_fraction": sum_of("token_layer_evals") / sum_of("token_layer_evals_full"),
         "ratio_to_compute_bound": sum_of("token_layer_evals") / sum_of("token_layer_evals_query"),
         "token_ids": ids,
@@ -111,18 +117,20 @@ def add_comparisons(rows: list[dict]) -> None:
 def table(rows) -> list[str]:
     head = ("| gen | config | accuracy | tokens/s | s/request | speedup vs baseline | "
             "speedup vs none (same schedule) | same answer as none | work fraction | "
-            "ratio to compute bound | steps/request |\n|" + "---|" * 11)
+            "ratio to compute bound | steps/request | refresh rate per layer |\n|" + "---|" * 12)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     return [head] + [
         f"| {r['gen_length']} | {r['config']} | {r['accuracy']:.1%} | {r['tokens_per_s']:.1f} | "
         f"{r['s_per_request']:.3f} | {fmt(r['speedup_vs_baseline'], '.2f')}x | "
         f"{fmt(r['speedup_vs_none'], '.2f')}x | {fmt(r.get('agreement_with_none'), '.0%')} | "
         f"{r['work_fraction']:.3f} | {r['ratio_to_compute_bound']:.2f} | "
-        f"{r['steps_per_request']:.1f} |" for r in rows] + [
+        f"{r['steps_per_request']:.1f} | "
+        f"{' '.join(format(x, '.2f') for x in r['refresh_rate_per_layer'])} |" for r in rows] + [
         "", "tokens/s counts answer tokens before the first EOS only. `none` under the same "
         "schedule is window/none, or w1/none for the w1 rows. Work fraction: token-layer "
         "evaluations computed / full recompute's. Ratio to compute bound: computed / the "
-        "step query sets through every layer."]
+        "step query sets through every layer. Refresh rate per layer: share of steps in which "
+        "the layer ran every position (layer 0 first)."]
 
 
 def plot(rows, path: str) -> None:
@@ -162,6 +170,8 @@ def main() -> None:
                     help="gammas of the w1/elastic-floor rows")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--configs", nargs="*", help="run only these config names")
+    ap.add_argument("--task", choices=("arith", "long"), default="arith",
+                    help="held-out problems: data.py's two-step ones or long_data.py's")
     ap.add_argument("--out", default="benchmarks/results/policies")
     args = ap.parse_args()
 
@@ -169,9 +179,10 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer, test_problem_list
+    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.training.train import task_data
 
-    problems = test_problem_list(args.n)
+    problems = task_data(args.task).test_problem_list(args.n)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = [chat_prompt_ids(tokenizer, p.question) for p in problems]
     max_len = max(len(p) for p in prompts) + max(args.gen_lengths)
@@ -190,9 +201,14 @@ def main() -> None:
             print(f"gen {gen} {name}: acc {row['accuracy']:.1%} {row['tokens_per_s']:.1f} tok/s "
                   f"work {row['work_fraction']:.3f}", file=sys.stderr, flush=True)
     add_comparisons(rows)
+    import os
+
+    threads = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
     write_report(args.out + ".md", f"Cache policies on `{args.model}`",
-                 f"{args.n} held-out problems, greedy, requests {args.concurrency} at a time, "
-                 f"fp32.", table(rows))
+                 f"{args.n} held-out problems ({args.task} task), greedy, requests "
+                 f"{args.concurrency} at a time, fp32. Model threads: VLLM_CPU_OMP_THREADS_BIND="
+                 f"{threads} ('auto' binds the worker to one core on this 2-core machine, the "
+                 f"other reserved).", table(rows))
     with open(args.out + ".json", "w") as f:
         json.dump([{k: v for k, v in r.items() if k != "token_ids"} for r in rows], f, indent=1)
     if any(r["config"].startswith("elastic/") for r in rows) and \

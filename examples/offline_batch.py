@@ -27,7 +27,8 @@ import sys
 DIFFUSION_FLAGS = {"gen_length": int, "block_length": int, "steps": int, "remasking": str,
                    "threshold": float, "schedule": str, "window_length": int,
                    "tokens_per_iter": int, "cache_policy": str, "gamma": float, "track_num": int,
-                   "refresh_interval": int, "refresh_layers": str, "drift_min_weight": float}
+                   "refresh_interval": int, "refresh_layers": str, "drift_min_weight": float,
+                   "alg": str, "alg_temp": float, "eps": float}
 DIFFUSION_KEYS = tuple(DIFFUSION_FLAGS) + ("full_update",)
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "llada-tiny-arith")
 

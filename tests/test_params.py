@@ -23,6 +23,10 @@ def test_defaults_are_valid_and_one_token_per_step():
     ({"drift_min_weight": 1.0}, "drift_min_weight"),
     ({"drift_min_weight": -1e-6}, "drift_min_weight"),
     ({"drift_min_weight": "tiny"}, "drift_min_weight"),
+    ({"schedule": "dream", "alg": "maskgit"}, "alg"),
+    ({"schedule": "dream", "eps": 0.0}, "eps"),
+    ({"schedule": "dream", "alg_temp": -0.1}, "alg_temp"),
+    ({"schedule": "dream", "steps": 0}, "steps"),
 ])
 def test_bad_values_name_the_parameter(overrides, param):
     with pytest.raises(DiffusionParamError) as e:
@@ -79,3 +83,17 @@ def test_page_layout_is_a_server_setting_that_refuses_elastic_when_kv_only():
     with pytest.raises(DiffusionParamError, match="allowed here: \\['none', 'prefix', 'dual'\\]"):
         check_policy_fits_pages(DiffusionParams(cache_policy="elastic"), "kv")
     check_policy_fits_pages(DiffusionParams(cache_policy="dual"), "kv")
+
+
+def test_offline_batch_script_knows_every_diffusion_parameter():
+    """examples/offline_batch.py takes every per-request key as a flag or a JSONL field."""
+    import importlib.util
+    import pathlib
+
+    from vllm_elastic.params import EXTRA_ARG_KEYS
+
+    script = pathlib.Path(__file__).parents[1] / "examples" / "offline_batch.py"
+    spec = importlib.util.spec_from_file_location("offline_batch", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.DIFFUSION_KEYS) == set(EXTRA_ARG_KEYS)

@@ -43,12 +43,16 @@ def dream_llm(dream_model):
     del engine
 
 
+SAMPLING_KEYS = ("temperature", "seed", "top_p", "top_k")
+
+
 def sampling(case):
     from vllm import SamplingParams
 
     return SamplingParams(temperature=case.get("temperature", 0.0), seed=case.get("seed"),
+                          top_p=case.get("top_p", 1.0), top_k=case.get("top_k", 0),
                           max_tokens=None, extra_args={k: v for k, v in case.items()
-                                                       if k not in ("temperature", "seed")})
+                                                       if k not in SAMPLING_KEYS})
 
 
 def oracle(reference, prompt, case):
@@ -77,10 +81,17 @@ def test_vllm_logits_are_the_oracles_unshifted_rows(dream_llm, dream_reference):
     assert torch.allclose(got, want, atol=1e-4)
 
 
+DREAM = dict(gen_length=32, schedule="dream", steps=16)
 FULL = [
     dict(BLOCKS), dict(BLOCKS, steps=16, remasking="random", temperature=0.7, seed=3),
     dict(BLOCKS, threshold=0.2), dict(WINDOW), dict(WINDOW, temperature=0.9, seed=11),
     dict(WINDOW, threshold=None, tokens_per_iter=2),
+    # Dream's own diffusion_generate: every alg, greedy and seeded, top_p / top_k, alg_temp.
+    dict(DREAM, alg="origin"), dict(DREAM, alg="origin", temperature=0.8, seed=4),
+    dict(DREAM, alg="maskgit_plus", temperature=0.6, seed=5, top_p=0.9),
+    dict(DREAM, alg="topk_margin", steps=32), dict(DREAM, alg="entropy"),
+    dict(DREAM, alg="entropy", temperature=1.0, seed=6, top_k=8, alg_temp=0.3),
+    dict(DREAM, alg="entropy", steps=8, eps=0.05),
 ]
 
 
@@ -102,6 +113,10 @@ EXACT = [
     dict(WINDOW, cache_policy="dual", refresh_interval=1, temperature=0.8, seed=5),
     dict(WINDOW, cache_policy="elastic", full_update=True),
     dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers="all"),
+    dict(DREAM, alg="entropy", cache_policy="prefix", refresh_interval=1),
+    dict(DREAM, alg="maskgit_plus", cache_policy="dual", refresh_interval=1),
+    dict(DREAM, alg="origin", temperature=0.8, seed=4, cache_policy="elastic",
+         full_update=True),
 ]
 
 
@@ -169,10 +184,20 @@ def test_vllm_serve_chat_completions_stream_and_400s_on_dream(dream_server, drea
                 chunks.append(delta.get("content") or "")
     assert "".join(chunks) == text
     for xargs, param in [({"window": 8}, "window"), ({"gamma": 2}, "gamma"),
-                         ({"gen_length": True}, "gen_length")]:
+                         ({"gen_length": True}, "gen_length"),
+                         ({"schedule": "dream", "alg": "maskgit"}, "alg"),
+                         ({"schedule": "dream", "eps": 1.5}, "eps"),
+                         ({"schedule": "dream", "alg_temp": -1}, "alg_temp")]:
         bad = requests.post(dream_server + "/v1/chat/completions",
                             json={**body, "vllm_xargs": xargs}, timeout=60)
         assert bad.status_code == 400 and param in bad.json()["error"]["message"], bad.text
+    # top_p is Dream's own knob under its schedule, refused under the others.
+    sampled = {**body, "temperature": 0.7, "seed": 1, "top_p": 0.9}
+    assert requests.post(dream_server + "/v1/chat/completions", json=sampled,
+                         timeout=60).status_code == 400
+    dream = {**sampled, "vllm_xargs": {"schedule": "dream", "steps": 16, "alg": "entropy"}}
+    r = requests.post(dream_server + "/v1/chat/completions", json=dream, timeout=120)
+    assert r.status_code == 200, r.text
     assert requests.post(dream_server + "/v1/chat/completions", json=body,
                          timeout=120).status_code == 200
 

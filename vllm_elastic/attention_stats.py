@@ -71,11 +71,12 @@ def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Ten
 def attention_probs(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor,
                     page: PageLayout) -> torch.Tensor:
     """Attention weights [P, heads, n, L] of queries q [P, n, heads*D] over keys
-    k [P, L, kv_heads*D] (fp32), padded keys weighted 0."""
+    k [P, L, kv_heads*D], padded keys weighted 0. In the pages' dtype (the model's), as the
+    Elastic-Cache authors compute their statistic."""
     p, n, length = q.shape[0], q.shape[1], k.shape[1]
     h, hk, d = page.num_heads, page.num_kv_heads, page.head_dim
-    qh = q.float().view(p, n, h, d).transpose(1, 2)
-    kh = k.float().view(p, length, hk, d).transpose(1, 2)
+    qh = q.view(p, n, h, d).transpose(1, 2)
+    kh = k.view(p, length, hk, d).transpose(1, 2)
     if hk != h:
         kh = kh.repeat_interleave(h // hk, dim=1)
     scores = qh @ kh.transpose(2, 3) * d ** -0.5
@@ -125,7 +126,7 @@ def _mean_cosine(head_sums: torch.Tensor, valid: torch.Tensor, min_weight: torch
     its own, as torch's F.cosine_similarity does (clamping their product scores every key with
     weights below ~1e-4 as cosine 0). Where min_weight > 0 (beyond the paper) only keys whose
     weight norm reaches it in the old or the new row count; none left -> 1."""
-    dot, new_sq, old_sq = head_sums
+    dot, new_sq, old_sq = head_sums.float()
     new_norm, old_norm = new_sq.sqrt(), old_sq.sqrt()
     cos = dot / (new_norm.clamp_min(_COS_EPS) * old_norm.clamp_min(_COS_EPS))
     floor = min_weight[:, None, None]

@@ -8,8 +8,11 @@ it the logits of its `commit_positions()` and it commits tokens by the request's
   the most confident one: Fast-dLLM parallel decoding);
 * `window` (Elastic-Cache's sliding window, `WindowSchedule`): the `window_length` leftmost masked positions;
   commit every one with confidence >= min(threshold, max confidence), or the top
-  `tokens_per_iter` without a threshold. Once an EOS is committed, masked positions after the
-  first EOS leave the masked set (the answer is cut there anyway).
+  `tokens_per_iter` without a threshold. At the first step that commits an EOS, masked
+  positions after the first EOS leave the masked set, once (the answer is cut there anyway).
+
+* `dream` (Dream's diffusion_generate, `DreamSchedule`): every masked position, the number
+  committed per step from Dream's timestep schedule, chosen by its `alg` (dream_sampling.py).
 
 It then *releases* the newly final tokens that extend the contiguous committed prefix of the
 answer: those are what vLLM's scheduler receives as this step's sampled tokens, so stock vLLM
@@ -72,11 +75,13 @@ class BlocksSchedule:
         lo = self.block_start(canvas)
         return torch.arange(lo, lo + self.params.block_length)
 
-    def choose(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    def decide(self, canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        confidence, order, x0 = _scored(canvas, positions, logits)
         if self.params.threshold is not None:
             above = confidence[order[1:]] > self.params.threshold
-            return torch.cat([order[:1], order[1:][above]])
-        return order[: self.plan[self.step_in_block]]
+            return torch.cat([order[:1], order[1:][above]]), x0
+        return order[: self.plan[self.step_in_block]], x0
 
     def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
         self.step_in_block += 1
@@ -88,8 +93,8 @@ class BlocksSchedule:
 class WindowSchedule:
     """Elastic-Cache's sliding window: the `window_length` leftmost masked positions; commit
     every one with confidence >= min(threshold, max confidence), or the top `tokens_per_iter`
-    without a threshold. Once an EOS is committed, masked positions after the first EOS leave
-    the masked set (the answer is cut there anyway)."""
+    without a threshold. At the first step that commits an EOS, masked positions after the
+    first EOS leave the masked set, once (the answer is cut there anyway)."""
 
     def __init__(self, params: DiffusionParams) -> None:
         self.params = params
@@ -110,21 +115,67 @@ class WindowSchedule:
     def commit_positions(self, canvas: "Canvas") -> torch.Tensor:
         return canvas.masked_positions()[: self.params.window_length]
 
-    def choose(self, confidence: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    def decide(self, canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        confidence, order, x0 = _scored(canvas, positions, logits)
         if self.params.threshold is None:
-            return order[: self.params.tokens_per_iter]
+            return order[: self.params.tokens_per_iter], x0
         bar = min(self.params.threshold, float(confidence[order[0]]))
-        return order[confidence[order] >= bar]
+        return order[confidence[order] >= bar], x0
 
     def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
-        if canvas.eos_id is None:
+        # As the authors do: the masked set is cut once, at the first step that commits an
+        # EOS, after the first EOS of the canvas; later EOS commits do not cut it again.
+        if canvas.eos_id is None or canvas.limit < canvas.length:
             return
         eos = (canvas.tokens[canvas.prompt_len:] == canvas.eos_id).nonzero()
         if eos.numel():
-            canvas.limit = min(canvas.limit, canvas.prompt_len + int(eos[0]) + 1)
+            canvas.limit = canvas.prompt_len + int(eos[0]) + 1
 
 
-SCHEDULES = {"blocks": BlocksSchedule, "window": WindowSchedule}
+def _scored(canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor):
+    """LLaDA's sampling for the positions' logits: (confidence with committed positions at
+    -inf, positions by descending confidence (ties: lower first), x0)."""
+    x0, confidence = sample_and_score(logits, canvas.params, canvas.mask_id, canvas.generator)
+    masked = canvas.tokens[positions] == canvas.mask_id
+    confidence = confidence.masked_fill(~masked, float("-inf"))
+    return confidence, torch.sort(confidence, descending=True, stable=True).indices, x0
+
+
+class DreamSchedule:
+    """Dream's `diffusion_generate`: every masked position is a candidate at every step; the
+    timesteps linspace(1, eps, steps + 1) set how many are committed (see dream_sampling.py)."""
+
+    def __init__(self, params: DiffusionParams) -> None:
+        self.params = params
+        self.step_index = 0
+
+    def finished(self, canvas: "Canvas") -> bool:
+        return canvas.masked_positions().numel() == 0
+
+    def block_start(self, canvas: "Canvas") -> int:
+        return canvas.prompt_len  # one block: the whole answer
+
+    def anchor_length(self) -> int:
+        return self.params.gen_length
+
+    def commit_positions(self, canvas: "Canvas") -> torch.Tensor:
+        return canvas.masked_positions()
+
+    def decide(self, canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        from vllm_elastic.dream_sampling import dream_step
+
+        chosen, x0 = dream_step(logits, self.params, self.step_index, canvas.mask_id,
+                                canvas.generator)
+        self.step_index += 1
+        return chosen, x0
+
+    def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
+        pass
+
+
+SCHEDULES = {"blocks": BlocksSchedule, "window": WindowSchedule, "dream": DreamSchedule}
 
 
 class Canvas:
@@ -175,11 +226,7 @@ class Canvas:
         """Commit tokens from the logits of `logit_rows()` (one row per commit position);
         return the tokens released this step (possibly none)."""
         positions = self.commit_positions()
-        x0, confidence = sample_and_score(logits, self.params, self.mask_id, self.generator)
-        masked = self.tokens[positions] == self.mask_id
-        confidence = confidence.masked_fill(~masked, float("-inf"))
-        order = torch.sort(confidence, descending=True, stable=True).indices
-        chosen = self.schedule.choose(confidence, order)
+        chosen, x0 = self.schedule.decide(self, positions, logits)
         self.tokens[positions[chosen]] = x0[chosen]
         self.last_committed = positions[chosen].sort().values
         self.num_steps += 1

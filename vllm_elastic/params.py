@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from vllm_elastic.page_layout import LAYOUTS, POLICIES_NEEDING_FULL
 
 REMASKING_CHOICES = ("low_confidence", "random")
-SCHEDULE_CHOICES = ("blocks", "window")
+SCHEDULE_CHOICES = ("blocks", "window", "dream")
+ALG_CHOICES = ("origin", "maskgit_plus", "topk_margin", "entropy")
 CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
 REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 
@@ -29,7 +30,8 @@ SERVER_KEYS = ("page_layout",)
 # extra_args keys a request may set; any other key is refused (a typo must not go unnoticed).
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
-                  "refresh_interval", "full_update", "refresh_layers", "drift_min_weight")
+                  "refresh_interval", "full_update", "refresh_layers", "drift_min_weight",
+                  "alg", "alg_temp", "eps")
 # Where the engine core puts a request's resolved parameters for the worker (not a user key).
 RESOLVED_KEY = "_vllm_elastic_resolved"
 
@@ -54,6 +56,14 @@ class DiffusionParams:
     threshold: float | None = None
     temperature: float = 0.0
     seed: int | None = None
+    # The `dream` schedule only (Dream's diffusion_generate): vLLM's own top_p/top_k fields
+    # (None = off), the confidence `alg`, `alg_temp` (None/0: top-k positions; > 0: positions
+    # drawn from softmax(confidence / alg_temp)) and the timestep schedule's `eps`.
+    top_p: float | None = None
+    top_k: int | None = None
+    alg: str = "entropy"
+    alg_temp: float | None = None
+    eps: float = 1e-3
     # Which masked positions may be committed each step: LLaDA's `blocks` (top-k schedule, or
     # Fast-dLLM's threshold), or Elastic-Cache's `window` of the leftmost masked positions
     # (commit every one with confidence >= min(threshold, max confidence), or the top
@@ -104,6 +114,8 @@ class DiffusionParams:
         _check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
         if self.schedule == "blocks":  # the window schedule has no blocks and no step budget
             self._validate_blocks()
+        if self.schedule == "dream":
+            self._validate_dream()
         _check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
         _check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
         _check_int("window_length", self.window_length, minimum=1)
@@ -127,6 +139,20 @@ class DiffusionParams:
                 "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
             )
         return self
+
+    def _validate_dream(self) -> None:
+        if self.steps is not None:
+            _check_int("steps", self.steps, minimum=1)
+        _check_choice("alg", self.alg, ALG_CHOICES)
+        if self.alg_temp is not None and not (_is_number(self.alg_temp) and self.alg_temp >= 0):
+            raise DiffusionParamError("alg_temp", f"alg_temp must be a number >= 0 or null, got "
+                                                  f"{self.alg_temp!r}")
+        if not (_is_number(self.eps) and 0.0 < self.eps < 1.0):
+            raise DiffusionParamError("eps", f"eps must be a number in (0, 1), got {self.eps!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise DiffusionParamError("top_p", f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None:
+            _check_int("top_k", self.top_k, minimum=1)
 
     def _validate_blocks(self) -> None:
         if self.gen_length % self.block_length:
@@ -182,7 +208,8 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
-    if name in ("threshold", "temperature", "gamma", "drift_min_weight") and isinstance(value, str):
+    if name in ("threshold", "temperature", "gamma", "drift_min_weight", "alg_temp", "eps") \
+            and isinstance(value, str):
         try:
             return float(value)
         except ValueError:
@@ -192,10 +219,11 @@ def _coerce(name: str, value: Any) -> Any:
 
 def request_params(
     defaults: DiffusionParams, extra_args: Mapping[str, Any] | None, temperature: float,
-    seed: int | None,
+    seed: int | None, top_p: float | None = None, top_k: int | None = None,
 ) -> DiffusionParams:
-    """The parameters one request decodes with: server defaults <- its extra_args. A key that
-    is not a diffusion parameter is refused, naming it and the known ones."""
+    """The parameters one request decodes with: server defaults <- its extra_args (+ vLLM's
+    temperature, seed, top_p, top_k). A key that is not a diffusion parameter is refused,
+    naming it and the known ones."""
     # RESOLVED_KEY is the engine core's own record (set on this very object when the engine
     # runs in-process); it is recomputed from the other keys, never trusted from a client.
     overrides = {k: v for k, v in (extra_args or {}).items() if k != RESOLVED_KEY}
@@ -206,7 +234,15 @@ def request_params(
             f"known: {list(EXTRA_ARG_KEYS)} (temperature and seed are sampling parameters)")
     overrides["temperature"] = temperature
     overrides["seed"] = seed
+    overrides["top_p"] = None if top_p is None or top_p >= 1.0 else top_p  # vLLM's "off": 1
+    overrides["top_k"] = None if top_k is None or top_k <= 0 else top_k  # vLLM's "off": 0/-1
     return defaults.with_overrides(overrides)
+
+
+def sampling_request_params(defaults: DiffusionParams, sp) -> DiffusionParams:
+    """`request_params` from a vLLM SamplingParams."""
+    return request_params(defaults, sp.extra_args, sp.temperature, sp.seed,
+                          getattr(sp, "top_p", None), getattr(sp, "top_k", None))
 
 
 def resolved_params(extra_args: Mapping[str, Any] | None) -> DiffusionParams:

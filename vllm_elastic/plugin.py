@@ -96,19 +96,21 @@ def serves_diffusion(vllm_config) -> bool:
 def check_request(prompt_len: int, sampling_params, vllm_config) -> None:
     """Raise DiffusionParamError if this request cannot be decoded as asked by this engine."""
     from vllm_elastic.params import (DiffusionParamError, check_policy_fits_pages, page_layout,
-                                     request_params, server_defaults)
+                                     sampling_request_params, server_defaults)
 
+    settings = vllm_config.additional_config
+    params = sampling_request_params(server_defaults(settings), sampling_params)
+    # Dream's own schedule samples with top_p/top_k; the others do not.
+    supported = ("top_p", "top_k") if params.schedule == "dream" else ()
     for name, off in _UNSUPPORTED_SAMPLING.items():
         value = getattr(sampling_params, name, off)
-        if value in (off if isinstance(off, tuple) else (off,)) or value in ([], {}):
+        if name in supported or value in (off if isinstance(off, tuple) else (off,)) or \
+                value in ([], {}):
             continue
         raise DiffusionParamError(
-            name, f"{name}={value!r} is not supported by diffusion decoding; supported sampling "
-            f"options: temperature, seed, max_tokens, stop, stop_token_ids, ignore_eos, n, and "
-            f"the diffusion extra args (gen_length, block_length, steps, remasking, threshold)")
-    settings = vllm_config.additional_config
-    params = request_params(server_defaults(settings), sampling_params.extra_args,
-                            sampling_params.temperature, sampling_params.seed)
+            name, f"{name}={value!r} is not supported by this diffusion schedule; supported "
+            f"sampling options: temperature, seed, max_tokens, stop, stop_token_ids, "
+            f"ignore_eos, n, the diffusion extra args, and top_p/top_k with schedule 'dream'")
     check_policy_fits_pages(params, page_layout(settings))
     if params.schedule == "window" and sampling_params.ignore_eos:
         raise DiffusionParamError(

@@ -129,16 +129,20 @@ class ReferenceLLaDA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32) -> "ReferenceLLaDA":
-        from safetensors.torch import load_file
-
-        cfg = LLaDAConfig.from_pretrained(path)
-        model = cls(cfg)
-        state = {}
-        for name in sorted(os.listdir(path)):
-            if name.endswith(".safetensors"):
-                state.update(load_file(os.path.join(path, name)))
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+        model = cls(LLaDAConfig.from_pretrained(path))
+        model.load_state_dict({k: v.to(dtype) for k, v in load_safetensors_dir(path).items()})
         return model.to(dtype).eval()
+
+
+def load_safetensors_dir(path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of every *.safetensors file in a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            state.update(load_file(os.path.join(path, name)))
+    return state
 
 
 @torch.no_grad()
@@ -153,6 +157,8 @@ def generate(
     x = torch.tensor([prompt_ids + [model.config.mask_token_id] * params.gen_length])
     if params.schedule == "window":
         _generate_window(model, x, len(prompt_ids), params, gen)
+    elif params.schedule == "dream":
+        _generate_dream(model, x, params, gen)
     else:
         _generate_blocks(model, x, len(prompt_ids), params, gen)
     return x[0, len(prompt_ids):].tolist()
@@ -189,7 +195,8 @@ def _generate_blocks(model, x, p_len, params, gen) -> None:
 def _generate_window(model, x, p_len, params, gen) -> None:
     """Elastic-Cache's schedule without a cache: each step decode the window_length leftmost
     masked positions; commit those with confidence >= min(threshold, max confidence), or the
-    top tokens_per_iter. After an EOS is committed, masks after the first EOS are dropped."""
+    top tokens_per_iter. At the first step that commits an EOS, masks after the first EOS are
+    dropped (once, as the authors' code does)."""
     mask_id, eos_id = model.config.mask_token_id, model.config.eos_token_id
     limit = x.shape[1]
     while True:
@@ -206,9 +213,26 @@ def _generate_window(model, x, p_len, params, gen) -> None:
             chosen = [i for i in order if float(conf[i]) >= bar]
         for i in chosen:
             x[0, window[i]] = x0[i]
-        eos = [p for p in range(p_len, x.shape[1]) if int(x[0, p]) == eos_id]
-        if eos:
-            limit = min(limit, eos[0] + 1)
+        if limit == x.shape[1]:  # cut once, at the first step that commits an EOS
+            eos = [p for p in range(p_len, x.shape[1]) if int(x[0, p]) == eos_id]
+            if eos:
+                limit = eos[0] + 1
+
+
+def _generate_dream(model, x, params, gen) -> None:
+    """Dream's diffusion_generate: `steps` steps over the whole canvas; each step every masked
+    position is a candidate and dream_sampling.dream_step decides (no early stop: a step with
+    nothing left to decode changes nothing)."""
+    from vllm_elastic.dream_sampling import dream_step
+
+    mask_id = model.config.mask_token_id
+    for i in range(params.num_steps):
+        masked = (x[0] == mask_id).nonzero()[:, 0]
+        if masked.numel() == 0:
+            return
+        logits = model.position_logits(x)[0, masked]
+        chosen, x0 = dream_step(logits, params, i, mask_id, gen)
+        x[0, masked[chosen]] = x0[chosen]
 
 
 def cut_at_eos(token_ids: list[int], eos_token_id: int) -> list[int]:

@@ -10,14 +10,12 @@ output row q - 1 (position 0, always a prompt token, by its own row), as Dream's
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vllm_elastic.dream_config import DreamConfig
-from vllm_elastic.reference import RMSNorm, apply_rope, rope_cos_sin
+from vllm_elastic.reference import RMSNorm, apply_rope, load_safetensors_dir, rope_cos_sin
 
 
 class DreamAttention(nn.Module):
@@ -93,12 +91,6 @@ class ReferenceDream(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: torch.dtype = torch.float32) -> "ReferenceDream":
-        from safetensors.torch import load_file
-
         model = cls(DreamConfig.from_pretrained(path))
-        state = {}
-        for name in sorted(os.listdir(path)):
-            if name.endswith(".safetensors"):
-                state.update(load_file(os.path.join(path, name)))
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+        model.load_state_dict({k: v.to(dtype) for k, v in load_safetensors_dir(path).items()})
         return model.to(dtype).eval()

@@ -14,7 +14,9 @@ Followed as the authors' code does it (docs/DECODING.md section 2 says how we re
     input is the layer's cached inputs for all tokens (fresh for query rows), and it
     recomputes Q/K/V of every token. A trigger at the last layer refreshes nothing;
   * most-attended tokens, at every layer: the window rows' attention summed over heads and
-    rows, still-masked keys zeroed, top track_num; next step tracks the union over layers.
+    rows, still-decodable masked keys zeroed, top track_num; next step tracks the union over
+    layers;
+  * the statistics are computed in the model's dtype (bf16 for real checkpoints).
 Deviations, all without effect on the committed tokens: the LM head runs on the window rows
 only (the authors' runs it on all positions after a refresh; only window logits are used), and
 the accounting counts token-layer evaluations exactly (theirs counts step 0 as L+1 layers).
@@ -60,7 +62,10 @@ class ElasticCache(CachePolicy):
         # The rows whose logits the step reads: the window, or for a shifted-logit model
         # (Dream) its predecessors, as the authors' Dream code queries them.
         self.window = canvas.logit_rows()
-        self.masked = canvas.tokens == canvas.mask_id
+        # As the authors do: the most-attended pick skips the MASKs still to be decoded; MASKs
+        # left after the first EOS (no longer decoded) may be tracked.
+        decodable = torch.arange(canvas.length) < canvas.limit
+        self.masked = (canvas.tokens == canvas.mask_id) & decodable
         self.trigger, self.next_tracked = None, []
         if self.full_step:
             return torch.arange(canvas.length)

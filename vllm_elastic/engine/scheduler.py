@@ -21,7 +21,7 @@ from vllm.v1.core.sched.utils import check_stop
 from vllm.v1.request import Request
 from vllm.v1.utils import ConstantList
 
-from vllm_elastic.params import RESOLVED_KEY, request_params, server_defaults
+from vllm_elastic.params import RESOLVED_KEY, sampling_request_params, server_defaults
 
 
 class DiffusionScheduler(Scheduler):
@@ -43,7 +43,7 @@ class DiffusionScheduler(Scheduler):
     def _make_canvas(self, request: Request) -> None:
         sp = request.sampling_params
         # Parameters were validated in the API process (plugin.validate_request); this cannot fail.
-        params = request_params(self.defaults, sp.extra_args, sp.temperature, sp.seed)
+        params = sampling_request_params(self.defaults, sp)
         if params.temperature > 0 and sp.seed is None:
             # Every TP rank must draw the same noise: fix the seed once, here, for all of them.
             sp.seed = random.getrandbits(62)

@@ -19,13 +19,8 @@ from torch import nn
 
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import (
-    MergedColumnParallelLinear,
-    QKVParallelLinear,
-    RowParallelLinear,
-)
+from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import (
@@ -34,7 +29,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.attention import DiffusionAttention
-from vllm_elastic.models.stack import run_layers
+from vllm_elastic.models.stack import GatedMLP, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -67,29 +62,14 @@ class DreamAttention(nn.Module):
         return out
 
 
-class DreamMLP(nn.Module):
-    def __init__(self, config, prefix: str) -> None:
-        super().__init__()
-        size = config.intermediate_size
-        self.gate_up_proj = MergedColumnParallelLinear(config.hidden_size, [size, size],
-                                                       bias=False, prefix=f"{prefix}.gate_up_proj")
-        self.down_proj = RowParallelLinear(size, config.hidden_size, bias=False,
-                                           prefix=f"{prefix}.down_proj")
-        self.act = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up, _ = self.gate_up_proj(x)
-        out, _ = self.down_proj(self.act(gate_up))
-        return out
-
-
 class DreamDecoderLayer(nn.Module):
     def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = DreamAttention(config, vllm_config, prefix=f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.mlp = DreamMLP(config, prefix=f"{prefix}.mlp")
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=False,
+                            prefix=f"{prefix}.mlp")
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(positions, self.input_layernorm(x))

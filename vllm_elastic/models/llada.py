@@ -16,13 +16,8 @@ from torch import nn
 
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
-from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import (
-    MergedColumnParallelLinear,
-    QKVParallelLinear,
-    RowParallelLinear,
-)
+from vllm.model_executor.layers.linear import QKVParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.rotary_embedding import get_rope
 from vllm.model_executor.layers.vocab_parallel_embedding import (
@@ -31,7 +26,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.attention import DiffusionAttention
-from vllm_elastic.models.stack import run_layers
+from vllm_elastic.models.stack import GatedMLP, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -64,29 +59,14 @@ class LLaDAAttention(nn.Module):
         return out
 
 
-class LLaDAMLP(nn.Module):
-    def __init__(self, config, prefix: str) -> None:
-        super().__init__()
-        size = config.mlp_hidden_size
-        self.gate_up_proj = MergedColumnParallelLinear(
-            config.d_model, [size, size], bias=config.include_bias, prefix=f"{prefix}.gate_up_proj")
-        self.down_proj = RowParallelLinear(size, config.d_model, bias=config.include_bias,
-                                           prefix=f"{prefix}.down_proj")
-        self.act = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate_up, _ = self.gate_up_proj(x)
-        out, _ = self.down_proj(self.act(gate_up))
-        return out
-
-
 class LLaDABlock(nn.Module):
     def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
         self.attention = LLaDAAttention(config, vllm_config, prefix=f"{prefix}.attention")
         self.ff_norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
-        self.mlp = LLaDAMLP(config, prefix=f"{prefix}.mlp")
+        self.mlp = GatedMLP(config.d_model, config.mlp_hidden_size, config.include_bias,
+                            prefix=f"{prefix}.mlp")
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(positions, self.attn_norm(x))

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from vllm.forward_context import get_forward_context, is_forward_context_available
+from vllm.model_executor.layers.activation import SiluAndMul
+from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 
 from vllm_elastic.batch import DiffusionBatch
 
@@ -43,3 +45,19 @@ def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Te
         x = block(positions, x)
         x, positions = batch.leave_layer(i, x, rerun)
     return x
+
+
+class GatedMLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused, sharded over TP ranks."""
+
+    def __init__(self, hidden: int, size: int, bias: bool, prefix: str) -> None:
+        super().__init__()
+        self.gate_up_proj = MergedColumnParallelLinear(hidden, [size, size], bias=bias,
+                                                       prefix=f"{prefix}.gate_up_proj")
+        self.down_proj = RowParallelLinear(size, hidden, bias=bias, prefix=f"{prefix}.down_proj")
+        self.act = SiluAndMul()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate_up, _ = self.gate_up_proj(x)
+        out, _ = self.down_proj(self.act(gate_up))
+        return out

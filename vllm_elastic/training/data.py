@@ -185,16 +185,21 @@ def train_problems(n: int, seed: int = 0, one_step_fraction: float = 0.0,
     return [sample_problem(rng, "train", one_step_fraction, bare_fraction) for _ in range(n)]
 
 
-def test_problem_list(n: int, seed: int = 1234) -> list[Problem]:
-    """n held-out two-step problems, distinct, in a fixed order (same for every caller)."""
-    rng = random.Random(f"test-{seed}")
+def distinct_problems(sample, n: int) -> list[Problem]:
+    """n problems from `sample()` with distinct questions, in the order drawn."""
     out, seen = [], set()
     while len(out) < n:
-        p = sample_problem(rng, "test")
+        p = sample()
         if p.question not in seen:
             seen.add(p.question)
             out.append(p)
     return out
+
+
+def test_problem_list(n: int, seed: int = 1234) -> list[Problem]:
+    """n held-out two-step problems, distinct, in a fixed order (same for every caller)."""
+    rng = random.Random(f"test-{seed}")
+    return distinct_problems(lambda: sample_problem(rng, "test"), n)
 
 
 def test_problems(n: int, seed: int = 1234) -> list[tuple[str, int]]:

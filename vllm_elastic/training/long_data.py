@@ -49,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from vllm_elastic.training.data import FEMALE, NAMES, Problem
+from vllm_elastic.training.data import FEMALE, NAMES, Problem, distinct_problems
 
 MAX_VALUE = 99
 TEST_PERCENT = 10
@@ -165,13 +165,7 @@ def train_problems(n: int, seed: int = 0, min_steps: int = MIN_STEPS) -> list[Pr
 def test_problem_list(n: int, seed: int = 1234) -> list[Problem]:
     """n distinct held-out problems in a fixed order (the same for every caller)."""
     rng = random.Random(f"long-test-{seed}")
-    out, seen = [], set()
-    while len(out) < n:
-        p = sample_problem(rng, "test")
-        if p.question not in seen:
-            seen.add(p.question)
-            out.append(p)
-    return out
+    return distinct_problems(lambda: sample_problem(rng, "test"), n)
 
 
 def test_problems(n: int, seed: int = 1234) -> list[tuple[str, int]]:
