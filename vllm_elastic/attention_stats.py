@@ -44,10 +44,18 @@ class ProbeBatch:
     window_valid: torch.Tensor  # [P, W] bool
     min_weight: torch.Tensor  # [P] drift_min_weight of each request
     canvas_lengths: list[int]
+    tests: list[bool]  # which requests run the drift test (known on the host)
+
+    def to(self, device: torch.device) -> "ProbeBatch":
+        """The index and mask tensors on the pages' device (no-op on CPU)."""
+        for name in ("key_slots", "key_valid", "tracked_slots", "tracked_valid", "window_slots",
+                     "window_valid", "min_weight"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
 
     @property
     def tests_drift(self) -> bool:
-        return bool(self.tracked_valid.any())
+        return any(self.tests)
 
     @staticmethod
     def stack(requests: list[int], slots: list[torch.Tensor], tracked: list[torch.Tensor],
@@ -58,7 +66,7 @@ class ProbeBatch:
         window_slots, window_valid = _pad([s[w] for s, w in zip(slots, window)], slots)
         return ProbeBatch(requests, key_slots, key_valid, tracked_slots, tracked_valid,
                           window_slots, window_valid, torch.tensor(min_weight),
-                          [s.numel() for s in slots])
+                          [s.numel() for s in slots], [t.numel() > 0 for t in tracked])
 
 
 def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -114,9 +122,8 @@ def layer_statistics(pages: torch.Tensor, probes: ProbeBatch, page: PageLayout,
     head_sums, mass = flat[: head_sums.numel()].view_as(head_sums), flat[head_sums.numel():]
     valid = probes.tracked_valid[:, :, None] & probes.key_valid[:, None, :]
     similarity = _mean_cosine(head_sums, valid, probes.min_weight)
-    tests = probes.tracked_valid.any(dim=1).tolist()
     values = similarity.tolist()  # the layer's one host read
-    return ([v if t else None for v, t in zip(values, tests)],
+    return ([v if t else None for v, t in zip(values, probes.tests)],
             mass.view(len(probes.requests), -1))
 
 

@@ -93,7 +93,7 @@ class DiffusionBatch:
         self.probes = None if not probed else ProbeBatch.stack(
             [r for r, _ in probed], [self.passes[r].slots for r, _ in probed],
             [pr.tracked for _, pr in probed], [pr.window for _, pr in probed],
-            [pr.min_weight for _, pr in probed])
+            [pr.min_weight for _, pr in probed]).to(self.device)
         if changed:
             self._layout()
             x = torch.cat(parts)

@@ -122,21 +122,23 @@ def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenL
     """q [N, heads*D] (flat, request order) -> [N, heads*D]; keys/values from `pages`."""
     out = torch.empty_like(q)
     h, hk, d = page.num_heads, page.num_kv_heads, page.head_dim
+    dev = q.device
     for g in layout.groups:
         n = g.members.numel()
-        kv = pages[g.key_slots, page.kv_cols]  # one gather: [n, max_k, 2 * kv_size]
+        rows, dst = g.query_rows.to(dev), g.query_dst.to(dev)
+        kv = pages[g.key_slots.to(dev), page.kv_cols]  # one gather: [n, max_k, 2 * kv_size]
         keys = kv[..., : page.kv_size].reshape(n, g.max_keys, hk, d).transpose(1, 2)
         values = kv[..., page.kv_size:].reshape(n, g.max_keys, hk, d).transpose(1, 2)
         if hk != h:
             keys = keys.repeat_interleave(h // hk, dim=1)
             values = values.repeat_interleave(h // hk, dim=1)
         qp = q.new_zeros(n * g.max_queries, h * d)
-        qp[g.query_dst] = q[g.query_rows]
+        qp[dst] = q[rows]
         qh = qp.view(n, g.max_queries, h, d).transpose(1, 2)
         scores = (qh @ keys.transpose(2, 3).to(q.dtype)) * d ** -0.5
-        scores.masked_fill_(~g.key_valid[:, None, None, :].to(scores.device), float("-inf"))
+        scores.masked_fill_(~g.key_valid[:, None, None, :].to(dev), float("-inf"))
         att = torch.softmax(scores, dim=-1) @ values.to(q.dtype)
-        out[g.query_rows] = att.transpose(1, 2).reshape(n * g.max_queries, h * d)[g.query_dst]
+        out[rows] = att.transpose(1, 2).reshape(n * g.max_queries, h * d)[dst]
     return out
 
 
