@@ -18,6 +18,8 @@ Per step and layer the forward is one straight line for the whole batch (batch.p
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -117,9 +119,10 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         pages, probes = self.token_rows(), batch.probes
         before = drift_rows_before(pages, probes, self.page) if probes is not None else None
         self.page.write(pages, batch.slot_mapping, k, v, q)
-        if q.is_cuda and _has("vllm.vllm_flash_attn"):  # pragma: no cover - needs a GPU
+        kernel = _cuda_kernel() if q.is_cuda else "torch"
+        if kernel == "flash":  # pragma: no cover - needs a GPU
             out = flash_varlen_attention(q, pages, batch.varlen, self.page, self.block_size)
-        elif q.is_cuda and _has("xformers.ops"):  # pragma: no cover - needs a GPU
+        elif kernel == "xformers":  # pragma: no cover - needs a GPU
             out = xformers_varlen_attention(q, pages, batch.varlen, self.page)
         else:
             out = torch_varlen_attention(q, pages, batch.varlen, self.page)
@@ -140,10 +143,16 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         return out.transpose(0, 1).reshape(n, -1)
 
 
-def _has(module: str) -> bool:  # pragma: no cover - needs a GPU
+@functools.cache
+def _cuda_kernel() -> str:  # pragma: no cover - needs a GPU
+    """The varlen kernel on CUDA, looked up once: vLLM's flash-attention, else xformers,
+    else the torch kernel."""
     import importlib.util
 
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    for module, name in (("vllm.vllm_flash_attn", "flash"), ("xformers.ops", "xformers")):
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return name
+        except ModuleNotFoundError:
+            pass
+    return "torch"

@@ -76,7 +76,9 @@ class DiffusionBatch:
         plans = [_RERUN if self.rerun else self.passes[r].policy.layer_plan(layer)
                  for r in self.members]
         store = [j for j, plan in enumerate(plans) if plan.store_inputs]
-        if store:
+        if len(store) == len(plans):  # the common case: one write for the whole batch
+            attn.write_hidden(self.slot_mapping, x)
+        elif store:
             rows = torch.cat([torch.arange(self.query_start_loc[j], self.query_start_loc[j + 1])
                               for j in store]).to(x.device)
             attn.write_hidden(self.slot_mapping[rows], x[rows])
