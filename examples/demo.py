@@ -75,7 +75,8 @@ def main() -> None:
         question = it["messages"][-1]["content"]
         got = extract_answer(text)
         print(f"\nQ: {question}\nA: {text.strip()}")
-        print(f"   -> {got} ({'correct' if got == it['answer'] else 'expected ' + str(it['answer'])})")
+        verdict = "correct" if got == it["answer"] else f"expected {it['answer']}"
+        print(f"   -> {got} ({verdict})")
     print(f"\n{'run':<26}{'accuracy':>12}{'tokens/s':>11}{'seconds':>9}{'work':>8}")
     for label, texts, seconds, tokens, work in results:
         correct = sum(extract_answer(t) == it["answer"] for t, it in zip(texts, items))

@@ -100,3 +100,32 @@ def test_resume_is_exact_and_export_loads(tmp_path):
     res = T.evaluate(model, tok, 2, gen_length=32, block_length=32)
     assert res["n"] == 2 and 0.0 <= res["accuracy"] <= 1.0
     assert os.path.getsize(out / "model.safetensors") < 25e6
+
+
+def test_weights_only_continuation_keeps_the_log_going(tmp_path):
+    """--init-from: a later session continues from the committed checkpoint (bf16 weights and
+    tokenizer, no optimizer state); steps, tokens and elapsed time go on in the same log."""
+    T.train(_args(tmp_path, "a", 3, "--log-every", "1"))
+    out = str(tmp_path / "a" / "out")
+    exported = ReferenceLLaDA.from_pretrained(out)
+    args = _args(tmp_path, "b", 5, "--init-from", out, "--log-every", "1")
+    args.out = out  # continue the same model folder and log
+    T.train(args)
+    with open(os.path.join(out, "train_log.jsonl")) as f:
+        steps = [json.loads(line)["step"] for line in f if json.loads(line)["type"] == "train"]
+    assert steps == sorted(steps) and steps[-1] == 5
+    cont = ReferenceLLaDA.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
+                                                     cont.state_dict().values()))
+
+
+def test_long_task_batches_fit_the_token_budget():
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+                         "--batch-tokens", "2048", "--long-frac", "0.5",
+                         "--long-gen-lengths", "320,512", "--long-weights", "0.5,0.5"])
+    for step in range(6):
+        ids, plens, g = T.make_batch(args, tok, step)
+        assert torch.equal(ids, T.make_batch(args, tok, step)[0])
+        assert ids.shape[1] >= int(plens.max()) + g
+        assert ids.shape[0] * ids.shape[1] <= 2048 or ids.shape[0] == 2

@@ -71,7 +71,8 @@ class ProbeBatch:
 
 def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     width = max(r.numel() for r in rows)
-    out = torch.stack([torch.cat([r, s[:1].expand(width - r.numel())]) for r, s in zip(rows, slots)])
+    out = torch.stack([torch.cat([r, s[:1].expand(width - r.numel())])
+                       for r, s in zip(rows, slots)])
     valid = torch.arange(width)[None, :] < torch.tensor([r.numel() for r in rows])[:, None]
     return out, valid
 

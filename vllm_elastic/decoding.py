@@ -1,16 +1,16 @@
 """One request's denoising: the canvas, the unmasking schedule, remasking, commits.
 
 `Canvas` is the worker-side state of one diffusion request. Each engine step the runner feeds
-it the logits of its `commit_positions()` and it commits tokens by the request's schedule:
+it the logits of its `logit_rows()` (its commit positions, shifted back by one for Dream) and
+it commits tokens by the request's schedule:
 
 * `blocks` (LLaDA, `BlocksSchedule`): the current block's masked positions, the even top-k
   split of `steps`, or with `threshold` every position whose confidence exceeds it (at least
   the most confident one: Fast-dLLM parallel decoding);
-* `window` (Elastic-Cache's sliding window, `WindowSchedule`): the `window_length` leftmost masked positions;
-  commit every one with confidence >= min(threshold, max confidence), or the top
-  `tokens_per_iter` without a threshold. At the first step that commits an EOS, masked
-  positions after the first EOS leave the masked set, once (the answer is cut there anyway).
-
+* `window` (Elastic-Cache's sliding window, `WindowSchedule`): the `window_length` leftmost
+  masked positions; commit every one with confidence >= min(threshold, max confidence), or
+  the top `tokens_per_iter` without a threshold. At the first step that commits an EOS, masked
+  positions after the first EOS leave the masked set, once (the answer is cut there anyway);
 * `dream` (Dream's diffusion_generate, `DreamSchedule`): every masked position, the number
   committed per step from Dream's timestep schedule, chosen by its `alg` (dream_sampling.py).
 

@@ -4,9 +4,11 @@ No vLLM, no cache. The module tree mirrors the official checkpoint's weight name
 (`model.transformer.blocks.{i}.q_proj`, ...), so `load_state_dict` takes a safetensors file
 as it is. The same module is what `training/` trains.
 
-`generate` follows LLaDA's `generate()` (docs/DECODING.md section 1) written the way the official code
-is: the whole canvas through the model every step; with `schedule="window"` it follows
-Elastic-Cache's sliding-window schedule, still with no cache (the `none` policy's oracle).
+`generate` follows LLaDA's `generate()` (docs/DECODING.md section 1) written the way the
+official code is: the whole canvas through the model every step; with `schedule="window"` it
+follows Elastic-Cache's sliding-window schedule, and with `schedule="dream"` Dream's
+diffusion_generate, still with no cache (the `none` policy's oracle). It decodes LLaDA and
+Dream models alike through their `position_logits`.
 Two definitions are ours, and the vLLM path follows them too:
   * the MASK token's logit is excluded (-inf) before sampling and confidence, so a position can
     never "commit" the MASK id (LLaDA's code allows it; trained models never pick it);

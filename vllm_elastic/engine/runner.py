@@ -26,7 +26,8 @@ from vllm_elastic.accounting import Accounting
 from vllm_elastic.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding import Canvas
-from vllm_elastic.params import DiffusionParams, check_policy_fits_pages, page_layout, resolved_params
+from vllm_elastic.params import (DiffusionParams, check_policy_fits_pages, page_layout,
+                                 resolved_params)
 
 logger = init_logger(__name__)
 

@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--minutes", type=float, required=True,
                     help="total wall-clock budget, across resumes")
     ap.add_argument("--state", default=DEFAULT_STATE, help="resume file (keep it out of git)")
+    ap.add_argument("--init-from", default=None,
+                    help="without a resume file: start from this exported checkpoint's weights "
+                         "and tokenizer (fresh optimizer), continuing its train_log.jsonl "
+                         "(steps, tokens and elapsed time go on; --minutes is the new total)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--task", choices=TASKS, default="arith",
@@ -307,6 +311,17 @@ def save_state(path: str, model, optimizer, step: int, elapsed: float, tokens: i
     os.replace(path + ".tmp", path)
 
 
+def _log_position(path: str) -> tuple[int, float, int]:
+    """(step, elapsed seconds, tokens) of the last training record of a log, or zeros."""
+    last = {"step": 0, "elapsed_s": 0.0, "tokens": 0}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip() and (rec := json.loads(line))["type"] == "train":
+                    last = rec
+    return last["step"], float(last["elapsed_s"]), last["tokens"]
+
+
 def _truncate_log(path: str, step: int) -> None:
     """Drop log records past the resumed step (they will be redone)."""
     if not os.path.exists(path):
@@ -330,8 +345,11 @@ def train(args: argparse.Namespace) -> dict:
     if resume:
         tokenizer = load_tokenizer(tok_dir)
     else:
-        corpus = task_data(args.task).tokenizer_corpus(seed=args.seed)
-        tokenizer = build_tokenizer(corpus, args.vocab_size)
+        if args.init_from:
+            tokenizer = load_tokenizer(args.init_from)
+        else:
+            corpus = task_data(args.task).tokenizer_corpus(seed=args.seed)
+            tokenizer = build_tokenizer(corpus, args.vocab_size)
         os.makedirs(tok_dir, exist_ok=True)
         tokenizer.save_pretrained(tok_dir)
     cfg = tiny_config(len(tokenizer), args.layers, args.d_model, args.heads, mlp=args.mlp)
@@ -350,6 +368,14 @@ def train(args: argparse.Namespace) -> dict:
         random.setstate(st["python_rng"])
         _truncate_log(log_path, step)
         print(f"resumed from {args.state}: step {step}, {elapsed / 60:.1f} min elapsed", flush=True)
+    elif args.init_from:
+        model.load_state_dict(ReferenceLLaDA.from_pretrained(args.init_from).state_dict())
+        step, elapsed, tokens = _log_position(os.path.join(args.init_from, "train_log.jsonl"))
+        next_eval = elapsed + args.eval_minutes * 60
+        torch.manual_seed(args.seed + step)
+        random.seed(args.seed + step)
+        print(f"continuing {args.init_from} (weights only) from step {step}, "
+              f"{elapsed / 60:.1f} min", flush=True)
     else:
         torch.manual_seed(args.seed)
         random.seed(args.seed)
