@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         "train_log.jsonl"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "training_loss.png"))
     ap.add_argument("--smooth", type=int, default=10, help="moving average over N log records")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads the run trained on")
     a = ap.parse_args(argv)
 
     import matplotlib
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     minutes = train[-1]["elapsed_s"] / 60 if train else 0
-    ax.set_title(f"llada-tiny-arith: {steps[-1] if steps else 0} steps, "
+    model = os.path.basename(os.path.dirname(os.path.abspath(a.log)))
+    ax.set_title(f"{model}: {steps[-1] if steps else 0} steps, "
                  f"{train[-1]['tokens'] / 1e6 if train else 0:.1f}M tokens, {minutes:.0f} min "
-                 "on 1 CPU thread", fontsize=10)
+                 f"on {a.threads} CPU thread(s)", fontsize=10)
     ax.legend(handles, labels, loc="upper right", fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
