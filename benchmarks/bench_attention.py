@@ -6,6 +6,8 @@
   pages by slot and call SDPA;
 * `padded`: gather every request's K/V into one zero-padded [R, L_max] batch and call SDPA
   once, with a key-padding mask (queries padded too);
+* `engine`: what the engine runs (`varlen.torch_varlen_attention`): one gather of the step's
+  K/V rows per group of similar requests, one batched softmax(QK^T)V with padded keys masked;
 * `paged`: vLLM's own CPU paged-attention kernel (`cpu_attention_with_kv_cache`,
   causal=False), one call for all requests: queries are any subset of each canvas (by
   query_start_loc), keys come straight from the pages through the block table, no gather.
@@ -88,6 +90,22 @@ def run_padded(c) -> torch.Tensor:
     return out.transpose(1, 2).reshape(R * n, -1)
 
 
+def engine_layout(c):
+    from vllm_elastic.page_layout import PageLayout
+    from vllm_elastic.varlen import build_layout
+
+    n = c["qpos"].numel()
+    page = PageLayout("kv", c["heads"], c["heads"], c["dim"], 0)
+    layout = build_layout([n] * c["reqs"], list(c["req_slots"]), BLOCK, c["heads"])
+    return page, layout
+
+
+def run_engine(c, page, layout) -> torch.Tensor:
+    from vllm_elastic.varlen import torch_varlen_attention
+
+    return torch_varlen_attention(c["q"], c["rows"], layout, page)
+
+
 def run_paged(c, meta) -> torch.Tensor:
     from vllm import _custom_ops as ops
 
@@ -144,29 +162,36 @@ def main() -> None:
                     continue  # minutes per call on one thread; the trend is clear without it
                 c = make_case(reqs, 592, queries, heads, dim, dtype, isa)
                 meta = paged_metadata(c)
+                page, layout = engine_layout(c)
                 ref = run_loop(c).float()
                 err = {"padded": (run_padded(c).float() - ref).abs().max().item(),
+                       "engine": (run_engine(c, page, layout).float() - ref).abs().max().item(),
                        "paged": (run_paged(c, meta).float() - ref).abs().max().item()}
                 t = {"loop": timeit(lambda: run_loop(c), a.repeat),
                      "padded": timeit(lambda: run_padded(c), a.repeat),
+                     "engine": timeit(lambda: run_engine(c, page, layout), a.repeat),
                      "paged": timeit(lambda: run_paged(c, meta), a.repeat)}
                 rows.append({"shape": label, "heads": heads, "head_dim": dim,
                              "dtype": str(dtype).replace("torch.", ""), "requests": reqs,
                              "canvas": 592, "queries_per_request": queries, "isa": isa,
                              **{f"{k}_ms": round(v * 1e3, 3) for k, v in t.items()},
                              "paged_speedup_vs_loop": round(t["loop"] / t["paged"], 2),
+                             "engine_speedup_vs_loop": round(t["loop"] / t["engine"], 2),
+                             "max_abs_err_engine": err["engine"],
                              "max_abs_err_padded": err["padded"],
                              "max_abs_err_paged": err["paged"]})
                 print(rows[-1], flush=True)
     with open(a.out + ".json", "w") as f:
         json.dump({"threads": a.threads, "rows": rows}, f, indent=1)
-    body = ["| shape | dtype | requests | queries/request | loop ms | padded ms | paged ms | "
-            "paged vs loop | max err paged |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    body = ["| shape | dtype | requests | queries/request | loop ms | padded SDPA ms | "
+            "engine ms | vLLM paged ms | engine vs loop | paged vs loop | max err engine |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         body.append(f"| {r['shape']} ({r['heads']}x{r['head_dim']}) | {r['dtype']} | "
                     f"{r['requests']} | {r['queries_per_request']} | {r['loop_ms']} | "
-                    f"{r['padded_ms']} | {r['paged_ms']} | {r['paged_speedup_vs_loop']}x | "
-                    f"{r['max_abs_err_paged']:.1e} |")
+                    f"{r['padded_ms']} | {r['engine_ms']} | {r['paged_ms']} | "
+                    f"{r['engine_speedup_vs_loop']}x | {r['paged_speedup_vs_loop']}x | "
+                    f"{r['max_abs_err_engine']:.1e} |")
     write_report(a.out + ".md", "One layer's attention for a step's batch: loop vs padded vs "
                  "vLLM's paged CPU kernel",
                  f"torch {torch.__version__}, {a.threads} thread(s), canvas 592 (prompt 80 + gen "
