@@ -43,7 +43,6 @@ class ProbeBatch:
     window_slots: torch.Tensor  # [P, W]
     window_valid: torch.Tensor  # [P, W] bool
     min_weight: torch.Tensor  # [P] drift_min_weight of each request
-    canvas_lengths: list[int]
     tests: list[bool]  # which requests run the drift test (known on the host)
 
     def to(self, device: torch.device) -> "ProbeBatch":
@@ -66,7 +65,7 @@ class ProbeBatch:
         window_slots, window_valid = _pad([s[w] for s, w in zip(slots, window)], slots)
         return ProbeBatch(requests, key_slots, key_valid, tracked_slots, tracked_valid,
                           window_slots, window_valid, torch.tensor(min_weight),
-                          [s.numel() for s in slots], [t.numel() > 0 for t in tracked])
+                          [t.numel() > 0 for t in tracked])
 
 
 def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -113,10 +113,11 @@ class DiffusionBatch:
         restarts: dict[int, int] = {}
         if self.probes is not None and self._stats is not None:
             similarities, mass = self._stats
+            mass = mass.cpu()  # one copy for the layer, not one per request
             for j, r in enumerate(self.probes.requests):
                 length = self.passes[r].length
                 start = self.passes[r].policy.observe(
-                    layer, LayerStats(similarities[j], mass[j, :length].cpu()))
+                    layer, LayerStats(similarities[j], mass[j, :length]))
                 if start is not None:
                     restarts[r] = start
         self.probes, self._stats = None, None
