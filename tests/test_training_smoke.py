@@ -129,3 +129,29 @@ def test_long_task_batches_fit_the_token_budget():
         assert torch.equal(ids, T.make_batch(args, tok, step)[0])
         assert ids.shape[1] >= int(plens.max()) + g
         assert ids.shape[0] * ids.shape[1] <= 2048 or ids.shape[0] == 2
+
+
+def test_long_task_curriculum_short_problems_then_full_length():
+    """--short-start/--short-end: a share of 1-3 step problems that falls linearly from
+    --curriculum-start over --curriculum-steps (a continued run starts its own curriculum)."""
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+                         "--batch-tokens", "100000", "--long-frac", "0", "--short-start", "1",
+                         "--short-end", "0", "--curriculum-start", "100",
+                         "--curriculum-steps", "50"])
+    days = lambda ids, p: tok.decode(ids[p:]).count("Day ") + tok.decode(ids[p:]).count("Minute ")
+    early_ids, early_p, _ = T.make_batch(args, tok, 100)
+    late_ids, late_p, _ = T.make_batch(args, tok, 150)
+    assert max(days(r.tolist(), int(p)) for r, p in zip(early_ids, early_p)) <= 3
+    assert max(days(r.tolist(), int(p)) for r, p in zip(late_ids, late_p)) >= 4
+
+
+def test_prompt_masking_share_of_rows():
+    """--prompt-mask-frac: those rows get prompt length 0 (every token may be masked)."""
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--prompt-mask-frac", "0.5"])
+    plens = torch.full((400,), 7)
+    out = T.prompt_masking(args, plens, 3)
+    assert torch.equal(out, T.prompt_masking(args, plens, 3))
+    assert set(out.tolist()) == {0, 7} and 150 < int((out == 0).sum()) < 250
+    none = T.parse_args(["--out", "unused", "--minutes", "1"])
+    assert torch.equal(T.prompt_masking(none, plens, 3), plens)

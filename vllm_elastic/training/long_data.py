@@ -130,7 +130,8 @@ def _shop(rng: random.Random, n: int) -> Problem | None:
     if sum(costs) > MAX_VALUE:
         return None
     parts = [f"{k} {item} at {c} dollars each" for item, (k, c) in zip(items, buys)]
-    q = (f"{name} buys {', '.join(parts[:-1])} and {parts[-1]}. "
+    listed = parts[0] if n == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    q = (f"{name} buys {listed}. "
          f"How many dollars does {name} spend?")
     a, total = [], 0
     for item, (k, c), cost in zip(items, buys, costs):
@@ -142,17 +143,19 @@ def _shop(rng: random.Random, n: int) -> Problem | None:
     return Problem(q, "\n".join(a) + f"\n#### {total}", total, "shop", numbers)
 
 
-def sample_problem(rng: random.Random, split: str = "train", min_steps: int = MIN_STEPS
-                   ) -> Problem:
-    """One problem of `split` ("train" or "test"); diary/tank take min_steps..12 events and
-    shop max(2, min_steps // 2)..6 items (the held-out set always uses the full range)."""
+def sample_problem(rng: random.Random, split: str = "train", min_steps: int = MIN_STEPS,
+                   max_steps: int = MAX_STEPS) -> Problem:
+    """One problem of `split` ("train" or "test"); diary/tank take min_steps..max_steps events
+    and shop max(2, min_steps // 2)..max_steps // 2 items (at most 6; 1 for max_steps < 4);
+    the held-out set always uses the full range."""
     want_test = split == "test"
     while True:
         kind = rng.choices(KINDS, KIND_WEIGHTS)[0]
         if kind == "shop":
-            p = _shop(rng, rng.randint(max(2, min_steps // 2), MAX_ITEMS))
+            hi = min(MAX_ITEMS, max(1, max_steps // 2))
+            p = _shop(rng, rng.randint(min(hi, max(2, min_steps // 2)), hi))
         else:
-            p = (_diary if kind == "diary" else _tank)(rng, rng.randint(min_steps, MAX_STEPS))
+            p = (_diary if kind == "diary" else _tank)(rng, rng.randint(min_steps, max_steps))
         if p is not None and is_test(p.template, p.numbers) == want_test:
             return p
 

@@ -24,6 +24,15 @@ held-out accuracy for 70 minutes, still predicting its prior digits instead of t
 with this curriculum the shipped 8-layer d_model-64 model copies operands reliably by step ~5,500
 and reaches 68% held-out accuracy at step 11,689 (52 minutes on one thread).
 
+Long task (--task long): the same trap, at larger scale. The first 150-minute run (no
+curriculum) learned the answer's format and stopped there: after 3,058 steps it wrote
+well-formed sentences with numbers and names from its prior, not from the prompt (0/10
+held-out; even with every other answer token visible it did not copy a number repeated one line
+later). The continuation adds two aids: --short-start/--short-end, a share of 1-3 step problems
+(short prompts, few candidates to copy from) falling linearly from --curriculum-start over
+--curriculum-steps, and --prompt-mask-frac, a share of rows trained with LLaDA's pre-training
+objective (prompt masked too), which asks for the copy in both directions.
+
 Learning rate: linear warmup over --warmup steps, constant, then a linear decay to 10% over
 the last --decay-frac of the wall-clock budget (a time-based warmup-stable-decay schedule, so a
 run of any --minutes ends annealed).
@@ -103,6 +112,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --gen-length 0: rows per batch = batch_tokens / longest row")
     ap.add_argument("--min-steps", type=int, default=2,
                     help="long task: fewest events of a training problem (held-out: 4)")
+    ap.add_argument("--short-start", type=float, default=0.0,
+                    help="long task: fraction of short problems (1-3 events, 1 shop item) at "
+                         "--curriculum-start ...")
+    ap.add_argument("--short-end", type=float, default=0.0,
+                    help="... falling linearly to this after --curriculum-steps more steps")
+    ap.add_argument("--curriculum-start", type=int, default=0,
+                    help="step at which the curricula start (a continued run starts later)")
+    ap.add_argument("--prompt-mask-frac", type=float, default=0.0,
+                    help="fraction of rows whose prompt is masked too (LLaDA's pre-training "
+                         "objective on that row: a second signal for copying, prompt <-> answer)")
     ap.add_argument("--long-frac", type=float, default=0.2,
                     help="fraction of batches with a longer canvas")
     ap.add_argument("--long-gen-lengths", default="64,128,256,512")
@@ -164,7 +183,7 @@ def load_tokenizer(path: str):
 
 def curriculum(args: argparse.Namespace, step: int) -> tuple[float, float]:
     """(one-step fraction, bare-expression fraction) at `step`: linear from start to end."""
-    f = min(1.0, step / max(1, args.curriculum_steps))
+    f = min(1.0, max(0, step - args.curriculum_start) / max(1, args.curriculum_steps))
     return (args.one_step_start + (args.one_step_end - args.one_step_start) * f,
             args.bare_start + (args.bare_end - args.bare_start) * f)
 
@@ -199,7 +218,10 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int
     longest answer plus 0-32 EOS or, with probability --long-frac, one of --long-gen-lengths
     (so the EOS-padded 256/512 canvases of evaluation are familiar)."""
     rng = random.Random(f"batch-{args.seed}-{step}")
-    probs = [long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
+    f = min(1.0, max(0, step - args.curriculum_start) / max(1, args.curriculum_steps))
+    short = args.short_start + (args.short_end - args.short_start) * f
+    probs = [long_data.sample_problem(rng, "train", 1, 3) if rng.random() < short
+             else long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
     pairs = sorted(((data.chat_prompt_ids(tokenizer, p.question),
                      data.answer_ids(tokenizer, p.solution)) for p in probs),
                    key=lambda pa: len(pa[0]) + len(pa[1]))
@@ -225,6 +247,19 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int
         seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))
         plens.append(len(prompt))
     return _pad(seqs), torch.tensor(plens), gen_len
+
+
+def prompt_masking(args: argparse.Namespace, prompt_lengths: torch.Tensor, step: int
+                   ) -> torch.Tensor:
+    """Prompt lengths with a --prompt-mask-frac share of rows set to 0, so those rows are
+    trained with LLaDA's pre-training objective (every token may be masked). Copying is what a
+    small model learns last: this asks for it both ways, answer from prompt and prompt from
+    answer. A pure function of (seed, step), like the batch."""
+    if args.prompt_mask_frac <= 0:
+        return prompt_lengths
+    rng = random.Random(f"prompt-mask-{args.seed}-{step}")
+    keep = [rng.random() >= args.prompt_mask_frac for _ in range(len(prompt_lengths))]
+    return prompt_lengths * torch.tensor(keep, dtype=prompt_lengths.dtype)
 
 
 def _pad(seqs: list[list[int]]) -> torch.Tensor:
@@ -424,6 +459,7 @@ def train(args: argparse.Namespace) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids, plens, gen_len = make_batch(args, tokenizer, step)
+        plens = prompt_masking(args, plens, step)
         loss = sft_loss(model, ids, plens, args.eps, gen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
