@@ -49,6 +49,10 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--policies", nargs="+", default=["none", "elastic"], choices=list(POLICIES))
     ap.add_argument("--gen-length", type=int, default=256)
+    ap.add_argument("--task", choices=("arith", "long"), default="arith",
+                    help="held-out problems of the tiny (arith) or the long-answer model")
+    ap.add_argument("--window-length", type=int, default=16,
+                    help="window schedule's width (the authors use 32 for GSM8K)")
     ap.add_argument("--tp", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tp-batch-sizes", type=int, nargs="+", default=[1, 16],
                     help="concurrencies measured for TP > 1")
@@ -59,10 +63,12 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from vllm_elastic.training.data import chat_prompt_ids, test_problem_list
+    from vllm_elastic.training.data import chat_prompt_ids
+    from vllm_elastic.training.train import task_data
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    prompts = [chat_prompt_ids(tokenizer, p.question) for p in test_problem_list(args.requests)]
+    prompts = [chat_prompt_ids(tokenizer, p.question)
+               for p in task_data(args.task).test_problem_list(args.requests)]
     max_len = max(len(p) for p in prompts) + args.gen_length
     rows = []
     for tp in args.tp:
@@ -72,7 +78,8 @@ def main() -> None:
                   tensor_parallel_size=tp, max_num_seqs=max(args.batch_sizes),
                   max_num_batched_tokens=max_len * max(args.batch_sizes))
         for policy in args.policies:
-            extra = dict(WINDOW, **POLICIES[policy], gen_length=args.gen_length)
+            extra = dict(WINDOW, **POLICIES[policy], gen_length=args.gen_length,
+                         window_length=args.window_length)
             measure(llm, prompts[:2], extra, 2, tokenizer.eos_token_id)  # warm-up
             for batch in (args.batch_sizes if tp == 1 else args.tp_batch_sizes):
                 row = dict(tp=tp, policy=policy, batch=batch,
@@ -92,8 +99,10 @@ def main() -> None:
                      f"{r['requests_per_s']:.2f} | {ratio(r, one)} | {ratio(r, none)} | "
                      f"{ratio(r, tp1)} |")
     write_report(args.out + ".md", f"Throughput vs concurrency and TP on `{args.model}`",
-                 f"{args.requests} held-out prompts, gen_length {args.gen_length}, window 16 + "
-                 f"threshold 0.9, greedy, fp32.", lines)
+                 f"{args.requests} held-out prompts ({args.task}), gen_length {args.gen_length}, "
+                 f"window {args.window_length} + threshold 0.9, greedy, fp32.", lines,
+                 threads="the model on 1 core at TP=1 (vLLM's default binding), 1 core per "
+                         "rank at TP=2; 2 cores in all")
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
 

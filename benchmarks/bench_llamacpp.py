@@ -59,7 +59,9 @@ def convert(llama_cpp: str, model: str, out: str, pre: str) -> None:
 
 def run_llamacpp(cli: str, gguf: str, prompt: str, canvas: int, steps: int, block: int,
                  threads: int) -> dict:
-    cmd = [cli, "-m", gguf, "-p", prompt, "-ub", str(canvas), "-c", str(canvas),
+    # --in-prefix "" turns llama.cpp's own chat templating off: the prompt is already the
+    # chat-formatted text both engines decode.
+    cmd = [cli, "-m", gguf, "-p", prompt, "--in-prefix", "", "-ub", str(canvas), "-c", str(canvas),
            "-b", str(canvas), "--diffusion-steps", str(steps), "--diffusion-block-length",
            str(block), "--temp", "0", "-t", str(threads), "-tb", str(threads), "--no-warmup"]
     start = time.perf_counter()
@@ -94,15 +96,18 @@ def main() -> None:
     from vllm_elastic.training.train import task_data
 
     problems = task_data(args.task).test_problem_list(args.n)
-    # Plain text prompts (no chat template on either side): the same string for both.
-    prompts = [p.question for p in problems]
-    steps = args.gen_length  # one token per step: LLaDA's baseline, full recompute
-    rows, llama = [], []
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.model)
+    # The chat-formatted prompt text, the same string for both engines (the model was trained
+    # on chat prompts); ours gets its token ids, llama.cpp the text.
+    prompts = [tok.apply_chat_template([{"role": "user", "content": p.question}],
+                                       add_generation_prompt=True, tokenize=False)
+               for p in problems]
+    steps = args.gen_length  # one token per step: LLaDA's baseline, full recompute
+    rows, llama = [], []
     for p in prompts:
-        canvas = len(tok(p)["input_ids"]) + args.gen_length
+        canvas = len(tok(p, add_special_tokens=False)["input_ids"]) + args.gen_length
         llama.append(run_llamacpp(cli, gguf, p, canvas, steps, args.block_length, args.threads))
     rows.append({"engine": "llama.cpp", "policy": "none (full recompute)",
                  "step_ms": sum(r["step_ms"] for r in llama) / len(llama),
@@ -117,7 +122,7 @@ from vllm import LLM, SamplingParams
 from transformers import AutoTokenizer
 tok = AutoTokenizer.from_pretrained({args.model!r})
 prompts = {prompts!r}
-ids = [tok(p)["input_ids"] for p in prompts]
+ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 llm = LLM(model={args.model!r}, dtype="float32",
           max_model_len=max(map(len, ids)) + {args.gen_length})
 llm.generate([{{"prompt_token_ids": ids[0]}}], use_tqdm=False)
@@ -160,7 +165,7 @@ print("RESULT " + json.dumps(out))
     with open(args.out + ".json", "w") as f:
         json.dump({"threads": args.threads, "rows": rows}, f, indent=1)
     write_report(args.out + ".md", "vllm-elastic beside llama.cpp's diffusion example",
-                 f"`{args.model}`, {args.n} plain-text prompts ({args.task}), gen "
+                 f"`{args.model}`, {args.n} held-out chat prompts ({args.task}), gen "
                  f"{args.gen_length}, blocks of {args.block_length}, {steps} steps, greedy, "
                  f"fp32 (GGUF f32).", body,
                  threads=f"{args.threads} thread(s) for each engine's model")
