@@ -155,3 +155,23 @@ def test_prompt_masking_share_of_rows():
     assert set(out.tolist()) == {0, 7} and 150 < int((out == 0).sum()) < 250
     none = T.parse_args(["--out", "unused", "--minutes", "1"])
     assert torch.equal(T.prompt_masking(none, plens, 3), plens)
+
+
+def test_qk_scale_softens_attention_and_entropy_is_logged():
+    """--init-qk-scale multiplies q/k projections (logits by its square): attention entropy,
+    the collapse diagnostic evaluate() logs, rises; 1.0 leaves the model unchanged."""
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    model = ReferenceLLaDA(tiny_config(len(tok), 2, 64, 2, mlp=128))
+    T.init_weights(model, 0)
+    with torch.no_grad():  # sharpen attention first, as a collapsed model has it
+        T.scale_qk(model, 8.0)
+    ids = torch.tensor([data.chat_prompt_ids(tok, data.test_problems(1)[0][0])])
+    before = T.attention_entropy(model, ids)
+    same = {k: v.clone() for k, v in model.state_dict().items()}
+    T.scale_qk(model, 1.0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.items())
+    T.scale_qk(model, 0.25)
+    after = T.attention_entropy(model, ids)
+    assert len(before) == 2 and all(a > b for a, b in zip(after, before))
+    res = T.evaluate(model, tok, 1, gen_length=32, block_length=32)
+    assert len(res["attention_entropy"]) == 2
