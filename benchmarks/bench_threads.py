@@ -40,7 +40,8 @@ def child(args: argparse.Namespace) -> None:
     llm.generate([{"prompt_token_ids": prompts[0]}], use_tqdm=False)  # warm-up
     rows = []
     for policy in args.policies:
-        extra = dict(WINDOW, gen_length=args.gen_length, **POLICIES[policy])
+        extra = dict(WINDOW, gen_length=args.gen_length, **POLICIES[policy],
+                     window_length=args.window_length)
         for batch in args.batch_sizes:
             r = measure(llm, prompts, extra, batch, tok.eos_token_id)
             rows.append({"policy": policy, "concurrency": batch, **r})
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--gen-length", type=int, default=256)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--window-length", type=int, default=16)
     ap.add_argument("--policies", nargs="+", default=["none", "dual"])
     ap.add_argument("--out", default="benchmarks/results/threads")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -67,6 +69,7 @@ def main() -> None:
     for label, bind in SETTINGS.items():
         cmd = [sys.executable, __file__, "--child", "--model", args.model, "--task", args.task,
                "--requests", str(args.requests), "--gen-length", str(args.gen_length),
+               "--window-length", str(args.window_length),
                "--batch-sizes", *map(str, args.batch_sizes), "--policies", *args.policies]
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": bind}
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -84,7 +87,7 @@ def main() -> None:
         json.dump(results, f, indent=1)
     write_report(args.out + ".md", f"Model threads on CPU: default vs both cores (`{args.model}`)",
                  f"{args.requests} held-out prompts ({args.task}), gen {args.gen_length}, window "
-                 f"16 + threshold 0.9, greedy, fp32; one engine per setting.", body,
+                 f"{args.window_length} + threshold 0.9, greedy, fp32; one engine per setting.", body,
                  threads="VLLM_CPU_OMP_THREADS_BIND as in each row")
 
 
