@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from conftest import SERVE_DIFFUSION as DIFFUSION
-from conftest import metric, post, served_name
+from conftest import metric, post, served_name, wait_until
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.reference import cut_at_eos, generate
 
@@ -110,7 +110,11 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     busy_requests = 24  # enough canvases per step that the streamed one is far from done
     with ThreadPoolExecutor(busy_requests) as pool:
         busy = [pool.submit(post, server, "/v1/completions", long) for _ in range(busy_requests)]
-        time.sleep(0.2)  # the busy requests are admitted
+        # The busy requests are in the engine before the streamed one arrives (a poll, not a
+        # guess: on a loaded machine admission can take longer than any fixed sleep).
+        wait_until(lambda: metric(server, "vllm:num_requests_running")
+                   + metric(server, "vllm:num_requests_waiting") >= busy_requests,
+                   timeout=60, what="the busy requests to be admitted")
         body = {"model": served_name(server), "stream": True, **long}
         with requests.post(server + "/v1/completions", json=body, stream=True,
                            timeout=120) as r:
