@@ -74,7 +74,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from vllm_elastic.checkpoint import EOS_ID, MASK_ID, build_tokenizer, save_checkpoint, tiny_config  # noqa: E402,E501
 from vllm_elastic.params import DiffusionParams  # noqa: E402
-from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
+from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate, rope_cos_sin  # noqa: E402,E501
 from vllm_elastic.training import data, long_data  # noqa: E402
 
 DEFAULT_STATE = "/root/.cache/vllm-elastic/train/llada-tiny-arith/train_state.pt"
@@ -194,8 +194,6 @@ def scale_qk(model: ReferenceLLaDA, scale: float) -> None:
 def attention_entropy(model: ReferenceLLaDA, ids: torch.Tensor) -> list[float]:
     """Mean attention entropy (nats) per layer over every query of `ids` [B, L]: the collapse
     diagnostic (near 0 = one-hot attention, whose gradients vanish; log L = uniform)."""
-    from vllm_elastic.reference import rope_cos_sin
-
     t = model.model.transformer
     cos, sin = rope_cos_sin(torch.arange(ids.shape[1]), model.config.head_dim,
                             model.config.rope_theta)
@@ -225,9 +223,14 @@ def load_tokenizer(path: str):
 # ---------------------------------------------------------------------------------------------
 # data
 
+def curriculum_progress(args: argparse.Namespace, step: int) -> float:
+    """0 at --curriculum-start, rising linearly to 1 over --curriculum-steps."""
+    return min(1.0, max(0, step - args.curriculum_start) / max(1, args.curriculum_steps))
+
+
 def curriculum(args: argparse.Namespace, step: int) -> tuple[float, float]:
     """(one-step fraction, bare-expression fraction) at `step`: linear from start to end."""
-    f = min(1.0, max(0, step - args.curriculum_start) / max(1, args.curriculum_steps))
+    f = curriculum_progress(args, step)
     return (args.one_step_start + (args.one_step_end - args.one_step_start) * f,
             args.bare_start + (args.bare_end - args.bare_start) * f)
 
@@ -262,7 +265,7 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int
     longest answer plus 0-32 EOS or, with probability --long-frac, one of --long-gen-lengths
     (so the EOS-padded 256/512 canvases of evaluation are familiar)."""
     rng = random.Random(f"batch-{args.seed}-{step}")
-    f = min(1.0, max(0, step - args.curriculum_start) / max(1, args.curriculum_steps))
+    f = curriculum_progress(args, step)
     short = args.short_start + (args.short_end - args.short_start) * f
     probs = [long_data.sample_problem(rng, "train", 1, 3) if rng.random() < short
              else long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
@@ -362,13 +365,11 @@ def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
     problems = task_data(task).test_problem_list(2)
     rows = [data.chat_prompt_ids(tokenizer, p.question) + data.answer_ids(tokenizer, p.solution)
             for p in problems]
-    width = max(map(len, rows))
-    entropy = attention_entropy(model, torch.tensor([r + [EOS_ID] * (width - len(r))
-                                                     for r in rows]))
+    entropy = attention_entropy(model, _pad(rows))
     model.train(was_training)
-    return {"accuracy": correct / n, "attention_entropy": entropy, "correct": correct, "n": n, "gen_length": gen_length,
-            "block_length": block_length, "schedule": schedule, "task": task,
-            "samples": samples}
+    return {"accuracy": correct / n, "attention_entropy": entropy, "correct": correct, "n": n,
+            "gen_length": gen_length, "block_length": block_length, "schedule": schedule,
+            "task": task, "samples": samples}
 
 
 # ---------------------------------------------------------------------------------------------
