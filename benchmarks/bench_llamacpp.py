@@ -1,29 +1,37 @@
 """Our engine beside llama.cpp's diffusion example (`llama-diffusion-cli`), on the same CPU.
 
     python benchmarks/bench_llamacpp.py --llama-cpp /path/to/llama.cpp \
-        --model examples/models/llada-tiny-arith --threads 1 --out benchmarks/results/llamacpp
+        --model examples/models/llada-tiny-arith --threads 1 2 --out benchmarks/results/llamacpp
 
 llama.cpp's example decodes LLaDA-format models on CPU with full recompute every step, one
 request, no cache. Its source ships in the `llama-cpp-python` source distribution
 (`vendor/llama.cpp`); build the target with
-`cmake -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target llama-diffusion-cli`.
-This script:
+`cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF && cmake --build build --target
+llama-diffusion-cli`. This script:
 
 1. converts our checkpoint with llama.cpp's `convert_hf_to_gguf.py` (f32), forcing the BPE
-   pre-tokenizer name (our local tokenizer is not in its table of known hashes; `qwen2`'s
-   splits digits one by one, as ours does);
-2. runs both on the same prompts, the same canvas (gen_length) and LLaDA's block schedule with
-   the same step count, greedy, at the same thread count (ours: vLLM's worker bound to
-   `--threads` cores by VLLM_CPU_OMP_THREADS_BIND; llama.cpp: `-t`);
-3. reports time per full-recompute step (llama.cpp's own "time per step"; ours: wall time /
-   steps of the `none` policy) and end-to-end tokens/s, ours under each cache policy too.
+   pre-tokenizer name (our local tokenizer is not in its table of known hashes). `refact` is
+   ours exactly: digits one by one, then GPT-2's byte-level split (`qwen2` is not: it merges
+   a run of newlines with the text before it, which changes the chat header's tokens);
+   llama.cpp's tokenizer gives the same ids as ours on the held-out prompts. The GGUF carries our chat template; llama.cpp
+   applies it to the question and drops the template's BOS because it adds its own, so both
+   engines decode the same prompt tokens.
+2. Full recompute, matched: the same prompt, the same canvas (prompt + gen_length), one token
+   per step, greedy low-confidence remasking over ONE block spanning the whole answer. (One
+   block because llama.cpp's block schedule counts blocks over the whole context, prompt
+   included: `max_length / block_length` blocks starting at the prompt's end, the steps split
+   evenly over them, so blocks of 32 would not be LLaDA's blocks of 32.) Reported: time per
+   step (llama.cpp's own "time per step"; ours: wall time / steps run) and how many answers
+   agree token for token.
+3. Ours with the configurations a user would run: LLaDA's blocks of 32 (full recompute,
+   Fast-dLLM prefix and dual) and the window + threshold schedule (full recompute, dual,
+   Elastic-Cache), end-to-end answer tokens/s and exact-match accuracy, one request at a time
+   as llama.cpp runs.
 
-llama.cpp runs every step of the schedule; ours stops when the answer's EOS is final, so the
-end-to-end comparison counts answer tokens (before the first EOS) for both. Not in CI.
-
-Status (2026-12-01): step 1 (conversion of the bundled checkpoints) was run and works; the
-comparison itself has not been run yet (building the CLI takes most of an idle 2-core machine
-for tens of minutes), so no results table exists.
+Each engine counts its own answer tokens (before the first EOS). llama.cpp runs every step of
+its schedule; ours stops when the answer's EOS is final. Both at the same thread count (ours:
+vLLM's worker bound to that many cores by VLLM_CPU_OMP_THREADS_BIND; llama.cpp: `-t`/`-tb`).
+Not in CI.
 """
 
 from __future__ import annotations
@@ -49,126 +57,171 @@ base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
 exec(open({script!r}).read(), {{"__name__": "__main__", "__file__": {script!r}}})
 """
 
+# Our configurations (label -> extra_args beyond gen_length). "matched" is llama.cpp's
+# schedule: one block over the answer, one token per step, full recompute.
+WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
+CONFIGS = {
+    "matched": {"cache_policy": "none"},  # block_length = steps = gen_length, set below
+    "blocks 32, none": {"block_length": 32, "cache_policy": "none"},
+    "blocks 32, prefix": {"block_length": 32, "cache_policy": "prefix"},
+    "blocks 32, dual": {"block_length": 32, "cache_policy": "dual"},
+    "window + threshold 0.9, none": {**WINDOW, "cache_policy": "none"},
+    "window + threshold 0.9, dual": {**WINDOW, "cache_policy": "dual"},
+    "window + threshold 0.9, elastic 0.9": {**WINDOW, "cache_policy": "elastic", "gamma": 0.9},
+}
+
 
 def convert(llama_cpp: str, model: str, out: str, pre: str) -> None:
     script = os.path.join(llama_cpp, "convert_hf_to_gguf.py")
     code = CONVERT_SHIM.format(root=llama_cpp, args=[model, "--outfile", out, "--outtype", "f32"],
                                pre=pre, script=script)
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                   input="y\n")
 
 
-def run_llamacpp(cli: str, gguf: str, prompt: str, canvas: int, steps: int, block: int,
+def run_llamacpp(cli: str, gguf: str, question: str, canvas: int, steps: int,
                  threads: int) -> dict:
-    # --in-prefix "" turns llama.cpp's own chat templating off: the prompt is already the
-    # chat-formatted text both engines decode.
-    cmd = [cli, "-m", gguf, "-p", prompt, "--in-prefix", "", "-ub", str(canvas), "-c", str(canvas),
-           "-b", str(canvas), "--diffusion-steps", str(steps), "--diffusion-block-length",
-           str(block), "--temp", "0", "-t", str(threads), "-tb", str(threads), "--no-warmup"]
+    """One request through llama-diffusion-cli: one block over the whole answer (see above)."""
+    cmd = [cli, "-m", gguf, "-p", question, "-ub", str(canvas), "-c", str(canvas),
+           "-b", str(canvas), "--diffusion-steps", str(steps),
+           "--diffusion-block-length", str(canvas), "--temp", "0",
+           "-t", str(threads), "-tb", str(threads)]
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    log = res.stdout + res.stderr
-    m = re.search(r"total time: ([\d.]+)ms, time per step: ([\d.]+)ms", log)
+    log = (res.stdout + res.stderr).replace("\r", "\n")
+    m = re.search(r"total time: ([\d.]+)ms, time per step: ([\d.]+)ms.*?\n", log)
     if res.returncode or not m:
         raise RuntimeError(f"llama-diffusion-cli failed ({res.returncode}):\n{log[-3000:]}")
+    # The answer text follows the timing line; log lines carry a "0.00.123.456 I" stamp.
+    answer = "\n".join(line for line in log[m.end():].splitlines()
+                       if not re.match(r"^\d+\.\d+\.\d+\.\d+ ", line)).strip()
     return {"total_ms": float(m.group(1)), "step_ms": float(m.group(2)), "wall_s": wall,
-            "log_tail": log[-400:]}
+            "answer": answer}
+
+
+def child(spec: dict) -> None:
+    """Our engine, one request at a time per configuration; prints one RESULT line."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    ids, gen = spec["prompt_ids"], spec["gen_length"]
+    llm = LLM(model=spec["model"], dtype="float32", max_model_len=max(map(len, ids)) + gen)
+    llm.generate([{"prompt_token_ids": ids[0]}], use_tqdm=False)  # warm-up
+    results = []
+    for label in spec["configs"]:
+        extra = {"gen_length": gen, **CONFIGS[label]}
+        if label == "matched":
+            extra.update(block_length=gen, steps=gen)
+        sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
+        seconds, steps, tokens, answers = 0.0, 0, 0, []
+        for i in ids:
+            t0 = time.perf_counter()
+            o = llm.generate([{"prompt_token_ids": i}], sp, use_tqdm=False)[0]
+            seconds += time.perf_counter() - t0
+            steps += o.kv_transfer_params["diffusion"]["steps"]
+            t = list(o.outputs[0].token_ids)
+            t = t[:t.index(tok.eos_token_id)] if tok.eos_token_id in t else t
+            tokens += len(t)
+            answers.append(tok.decode(t, skip_special_tokens=True).strip())
+        results.append({"config": label, "seconds": seconds, "steps": steps, "tokens": tokens,
+                        "answers": answers})
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+def ours(spec: dict, threads: int) -> list[dict]:
+    # 1 GiB of KV is plenty for one request at a time (and vLLM's default, 92% of memory,
+    # fails to start beside any other process).
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ,
+           "VLLM_CPU_OMP_THREADS_BIND": "0" if threads == 1 else f"0-{threads - 1}"}
+    res = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                         capture_output=True, text=True)
+    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"our engine failed:\n{(res.stdout + res.stderr)[-3000:]}")
+    return json.loads(line[7:])
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        return child(json.loads(sys.argv[2]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llama-cpp", required=True, help="llama.cpp source tree with build/")
     ap.add_argument("--model", default="examples/models/llada-tiny-arith")
     ap.add_argument("--task", choices=("arith", "long"), default="arith")
-    ap.add_argument("--n", type=int, default=5, help="prompts")
+    ap.add_argument("--n", type=int, default=10, help="held-out prompts")
     ap.add_argument("--gen-length", type=int, default=128)
-    ap.add_argument("--block-length", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pre-tokenizer", default="qwen2")
-    ap.add_argument("--policies", nargs="+", default=["none", "prefix", "dual"])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--pre-tokenizer", default="refact")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--out", default="benchmarks/results/llamacpp")
     args = ap.parse_args()
+    configs = ["matched"] + [c for c in args.configs if c != "matched"]
+
+    from transformers import AutoTokenizer
+
+    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.training.train import task_data
 
     cli = os.path.join(args.llama_cpp, "build", "bin", "llama-diffusion-cli")
     gguf = os.path.join(tempfile.mkdtemp(), "model.gguf")
     convert(args.llama_cpp, args.model, gguf, args.pre_tokenizer)
-
-    from vllm_elastic.training.train import task_data
-
     problems = task_data(args.task).test_problem_list(args.n)
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(args.model)
-    # The chat-formatted prompt text, the same string for both engines (the model was trained
-    # on chat prompts); ours gets its token ids, llama.cpp the text.
-    prompts = [tok.apply_chat_template([{"role": "user", "content": p.question}],
-                                       add_generation_prompt=True, tokenize=False)
-               for p in problems]
-    steps = args.gen_length  # one token per step: LLaDA's baseline, full recompute
-    rows, llama = [], []
-    for p in prompts:
-        canvas = len(tok(p, add_special_tokens=False)["input_ids"]) + args.gen_length
-        llama.append(run_llamacpp(cli, gguf, p, canvas, steps, args.block_length, args.threads))
-    rows.append({"engine": "llama.cpp", "policy": "none (full recompute)",
-                 "step_ms": sum(r["step_ms"] for r in llama) / len(llama),
-                 "seconds": sum(r["total_ms"] for r in llama) / 1000})
+    ids = [chat_prompt_ids(tok, p.question) for p in problems]
+    spec = {"model": args.model, "prompt_ids": ids, "gen_length": args.gen_length,
+            "configs": configs}
 
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0" if args.threads == 1 else
-           f"0-{args.threads - 1}"}
-    code = f"""
-import json, sys, time
-sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-from vllm import LLM, SamplingParams
-from transformers import AutoTokenizer
-tok = AutoTokenizer.from_pretrained({args.model!r})
-prompts = {prompts!r}
-ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-llm = LLM(model={args.model!r}, dtype="float32",
-          max_model_len=max(map(len, ids)) + {args.gen_length})
-llm.generate([{{"prompt_token_ids": ids[0]}}], use_tqdm=False)
-out = []
-for policy in {args.policies!r}:
-    extra = {{"gen_length": {args.gen_length}, "block_length": {args.block_length},
-             "cache_policy": policy}}
-    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
-    seconds, steps, tokens = 0.0, 0, 0
-    for i in ids:
-        t0 = time.perf_counter()
-        o = llm.generate([{{"prompt_token_ids": i}}], sp, use_tqdm=False)[0]
-        seconds += time.perf_counter() - t0
-        steps += o.kv_transfer_params["diffusion"]["steps"]
-        t = list(o.outputs[0].token_ids)
-        tokens += t.index(tok.eos_token_id) if tok.eos_token_id in t else len(t)
-    out.append({{"policy": policy, "seconds": seconds, "steps": steps, "tokens": tokens}})
-print("RESULT " + json.dumps(out))
-"""
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise RuntimeError(f"our engine failed:\n{(res.stdout + res.stderr)[-3000:]}")
-    ours = json.loads(line[7:])
-    answer_tokens = next(r["tokens"] for r in ours if r["policy"] == "none")
-    rows[0]["tokens_per_s"] = answer_tokens / rows[0]["seconds"]
-    for r in ours:
-        rows.append({"engine": "vllm-elastic", "policy": r["policy"],
-                     "step_ms": 1000 * r["seconds"] / r["steps"], "seconds": r["seconds"],
-                     "tokens_per_s": r["tokens"] / r["seconds"], "steps": r["steps"]})
-    base = rows[0]["tokens_per_s"]
-    body = ["| engine | policy | ms per step | seconds | answer tokens/s | vs llama.cpp |",
-            "|---|---|---:|---:|---:|---:|"]
+    def accuracy(answers: list[str]) -> float:
+        return sum(extract_answer(a) == p.answer for a, p in zip(answers, problems)) / len(problems)
+
+    rows = []
+    for threads in args.threads:
+        llama = [run_llamacpp(cli, gguf, p.question, len(i) + args.gen_length, args.gen_length,
+                              threads) for p, i in zip(problems, ids)]
+        l_answers = [r["answer"] for r in llama]
+        l_tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in l_answers)
+        l_seconds = sum(r["total_ms"] for r in llama) / 1000
+        base = {"threads": threads, "engine": "llama.cpp", "config": "matched",
+                "step_ms": sum(r["step_ms"] for r in llama) / len(llama),
+                "steps": args.gen_length * len(llama), "seconds": l_seconds,
+                "tokens": l_tokens, "tokens_per_s": l_tokens / l_seconds,
+                "accuracy": accuracy(l_answers), "answers": l_answers}
+        rows.append(base)
+        for r in ours(spec, threads):
+            row = {"threads": threads, "engine": "vllm-elastic", **r,
+                   "step_ms": 1000 * r["seconds"] / r["steps"],
+                   "tokens_per_s": r["tokens"] / r["seconds"], "accuracy": accuracy(r["answers"]),
+                   "vs_llamacpp": (r["tokens"] / r["seconds"]) / base["tokens_per_s"]}
+            if r["config"] == "matched":
+                row["same_answers"] = sum(a == b for a, b in zip(r["answers"], l_answers))
+            rows.append(row)
+        base["vs_llamacpp"] = 1.0
+
+    body = ["| threads | engine | configuration | ms per step | steps | seconds | answer tokens/s "
+            "| vs llama.cpp | exact match |", "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        body.append(f"| {r['engine']} | {r['policy']} | {r['step_ms']:.1f} | {r['seconds']:.2f} "
-                    f"| {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / base:.2f}x |")
-    body += ["", "llama.cpp runs all steps of the block schedule; ours stops when the answer's "
-             "EOS is final (its ms per step is total time / steps actually run). Tokens/s counts "
-             "the answer tokens our full-recompute run returns, for both engines."]
+        agree = f" ({r['same_answers']}/{args.n} answers = llama.cpp's)" if "same_answers" in r else ""
+        body.append(f"| {r['threads']} | {r['engine']} | {r['config']}{agree} | {r['step_ms']:.1f} "
+                    f"| {r['steps']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} "
+                    f"| {r['vs_llamacpp']:.2f}x | {100 * r['accuracy']:.0f}% |")
+    body += ["", "`matched`: both engines, full recompute, one block over the "
+             f"{args.gen_length}-token answer canvas, one token per step (llama.cpp's block "
+             "schedule counts blocks over the whole context, so this is the one block layout "
+             "both share). llama.cpp runs all of its steps; ours stops when the answer's EOS is "
+             "final, so its ms per step is total time / steps actually run. Answer tokens/s: "
+             "each engine's own answer tokens (before the first EOS) per second, one request at "
+             "a time. Matched answers can differ where llama.cpp's greedy step differs from ours: "
+             "it does not exclude the MASK token from the argmax (we do, docs/DECODING.md), and "
+             "near-ties can break differently under different float kernels."]
     with open(args.out + ".json", "w") as f:
-        json.dump({"threads": args.threads, "rows": rows}, f, indent=1)
+        json.dump({"model": args.model, "task": args.task, "n": args.n,
+                   "gen_length": args.gen_length, "rows": rows}, f, indent=1)
     write_report(args.out + ".md", "vllm-elastic beside llama.cpp's diffusion example",
                  f"`{args.model}`, {args.n} held-out chat prompts ({args.task}), gen "
-                 f"{args.gen_length}, blocks of {args.block_length}, {steps} steps, greedy, "
-                 f"fp32 (GGUF f32).", body,
-                 threads=f"{args.threads} thread(s) for each engine's model")
+                 f"{args.gen_length}, greedy, fp32 (GGUF f32), one request at a time.", body,
+                 threads=f"{'/'.join(map(str, args.threads))} thread(s) for each engine's model")
 
 
 if __name__ == "__main__":
