@@ -13,12 +13,13 @@ A second run of the same request under torch.profiler splits the engine steps in
 torch operators (the kernels: matmuls, SDPA, gathers, norms; summed self time of every aten
 op) and everything else (Python: vLLM's scheduler and output path, our runner, batch plans,
 layouts, policy decisions). The profiler's own per-op cost lands in "everything else", so that
-share is an upper bound.
+share is an upper bound. Writes OUT (markdown) and the same figures as JSON beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -134,6 +135,18 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+        json.dump({"model": args.model, "policy": args.policy, "task": args.task,
+                   "gen_length": args.gen_length, "window_length": args.window_length,
+                   "threshold": args.threshold, "threads": 1,
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "steps": acct["steps"], "work_fraction": acct["work_fraction"],
+                   "refreshes_per_layer": acct["refreshes_per_layer"],
+                   "engine_step_s": engine,
+                   "pieces": [{"piece": name, "seconds": sec, "share_of_engine_steps": sec / engine,
+                               "calls": CALLS.get(name)} for name, sec in rows],
+                   "profiled_steps_s": profiled_steps, "torch_operator_s": kernels,
+                   "torch_operator_share": kernels / profiled_steps}, f, indent=1)
     print(text)
 
 
