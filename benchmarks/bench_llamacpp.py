@@ -22,7 +22,8 @@ llama-diffusion-cli`. This script:
    included: `max_length / block_length` blocks starting at the prompt's end, the steps split
    evenly over them, so blocks of 32 would not be LLaDA's blocks of 32.) Reported: time per
    step (llama.cpp's own "time per step"; ours: wall time / steps run) and how many answers
-   agree token for token.
+   agree token for token; the plain-PyTorch oracle (`vllm_elastic/reference.py`, no engine)
+   runs the same schedule, so its step time is ours without vLLM around it.
 3. Ours with the configurations a user would run: LLaDA's blocks of 32 (full recompute,
    Fast-dLLM prefix and dual) and the window + threshold schedule (full recompute, dual,
    Elastic-Cache), end-to-end answer tokens/s and exact-match accuracy, one request at a time
@@ -80,24 +81,48 @@ def convert(llama_cpp: str, model: str, out: str, pre: str) -> None:
 
 
 def run_llamacpp(cli: str, gguf: str, question: str, canvas: int, steps: int,
-                 threads: int) -> dict:
-    """One request through llama-diffusion-cli: one block over the whole answer (see above)."""
+                 threads: int, attempts: int = 3) -> dict:
+    """One request through llama-diffusion-cli: one block over the whole answer (see above).
+    Its log is written by a background thread that sometimes loses the last lines (timings and
+    answer, which come together) at exit; such a run is repeated, up to `attempts` times."""
     cmd = [cli, "-m", gguf, "-p", question, "-ub", str(canvas), "-c", str(canvas),
            "-b", str(canvas), "--diffusion-steps", str(steps),
            "--diffusion-block-length", str(canvas), "--temp", "0",
            "-t", str(threads), "-tb", str(threads)]
-    start = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    log = (res.stdout + res.stderr).replace("\r", "\n")
-    m = re.search(r"total time: ([\d.]+)ms, time per step: ([\d.]+)ms.*?\n", log)
-    if res.returncode or not m:
-        raise RuntimeError(f"llama-diffusion-cli failed ({res.returncode}):\n{log[-3000:]}")
-    # The answer text follows the timing line; log lines carry a "0.00.123.456 I" stamp.
-    answer = "\n".join(line for line in log[m.end():].splitlines()
-                       if not re.match(r"^\d+\.\d+\.\d+\.\d+ ", line)).strip()
-    return {"total_ms": float(m.group(1)), "step_ms": float(m.group(2)), "wall_s": wall,
-            "answer": answer}
+    for _ in range(attempts):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        log = (res.stdout + res.stderr).replace("\r", "\n")
+        m = re.search(r"total time: ([\d.]+)ms, time per step: ([\d.]+)ms.*?\n", log)
+        if res.returncode:
+            break
+        if not m:
+            continue
+        # The answer follows the timing line; log lines carry a "0.00.123.456 I" stamp.
+        answer = "\n".join(line for line in log[m.end():].splitlines()
+                           if not re.match(r"^\d+\.\d+\.\d+\.\d+ ", line)).strip()
+        return {"total_ms": float(m.group(1)), "step_ms": float(m.group(2)), "answer": answer}
+    raise RuntimeError(f"llama-diffusion-cli failed ({res.returncode}):\n{log[-3000:]}")
+
+
+def run_oracle(model_dir: str, ids: list[list[int]], gen: int, threads: int, eos: int) -> dict:
+    """The plain-PyTorch oracle (vllm_elastic.reference, no engine) on the matched schedule:
+    one full forward of the canvas per step, all `gen` steps (it does not stop at the EOS).
+    Its time per step is our full-recompute step without vLLM around it."""
+    import torch
+
+    from vllm_elastic.params import DiffusionParams
+    from vllm_elastic.reference import ReferenceLLaDA, generate
+
+    torch.set_num_threads(threads)
+    model = ReferenceLLaDA.from_pretrained(model_dir)
+    params = DiffusionParams(gen_length=gen, block_length=gen, steps=gen)
+    seconds, answers = 0.0, []
+    for i in ids:
+        t0 = time.perf_counter()
+        out = generate(model, i, params)
+        seconds += time.perf_counter() - t0
+        answers.append(out[:out.index(eos)] if eos in out else out)
+    return {"seconds": seconds, "steps": gen * len(ids), "answer_ids": answers}
 
 
 def child(spec: dict) -> None:
@@ -115,7 +140,7 @@ def child(spec: dict) -> None:
         if label == "matched":
             extra.update(block_length=gen, steps=gen)
         sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
-        seconds, steps, tokens, answers = 0.0, 0, 0, []
+        seconds, steps, tokens, answers, answer_ids = 0.0, 0, 0, [], []
         for i in ids:
             t0 = time.perf_counter()
             o = llm.generate([{"prompt_token_ids": i}], sp, use_tqdm=False)[0]
@@ -125,8 +150,9 @@ def child(spec: dict) -> None:
             t = t[:t.index(tok.eos_token_id)] if tok.eos_token_id in t else t
             tokens += len(t)
             answers.append(tok.decode(t, skip_special_tokens=True).strip())
+            answer_ids.append(t)
         results.append({"config": label, "seconds": seconds, "steps": steps, "tokens": tokens,
-                        "answers": answers})
+                        "answers": answers, "answer_ids": answer_ids})
     print("RESULT " + json.dumps(results), flush=True)
 
 
@@ -189,6 +215,15 @@ def main() -> None:
                 "tokens": l_tokens, "tokens_per_s": l_tokens / l_seconds,
                 "accuracy": accuracy(l_answers), "answers": l_answers}
         rows.append(base)
+        oracle = run_oracle(args.model, ids, args.gen_length, threads, tok.eos_token_id)
+        o_tokens = sum(map(len, oracle["answer_ids"]))
+        o_answers = [tok.decode(a, skip_special_tokens=True).strip() for a in oracle["answer_ids"]]
+        rows.append({"threads": threads, "engine": "PyTorch oracle (no engine)",
+                     "config": "matched", "step_ms": 1000 * oracle["seconds"] / oracle["steps"],
+                     "steps": oracle["steps"], "seconds": oracle["seconds"], "tokens": o_tokens,
+                     "tokens_per_s": o_tokens / oracle["seconds"],
+                     "vs_llamacpp": (o_tokens / oracle["seconds"]) / base["tokens_per_s"],
+                     "accuracy": accuracy(o_answers), "answers": o_answers})
         for r in ours(spec, threads):
             row = {"threads": threads, "engine": "vllm-elastic", **r,
                    "step_ms": 1000 * r["seconds"] / r["steps"],
@@ -196,13 +231,17 @@ def main() -> None:
                    "vs_llamacpp": (r["tokens"] / r["seconds"]) / base["tokens_per_s"]}
             if r["config"] == "matched":
                 row["same_answers"] = sum(a == b for a, b in zip(r["answers"], l_answers))
+                row["same_ids_as_oracle"] = sum(
+                    a == b for a, b in zip(r.pop("answer_ids"), oracle["answer_ids"]))
+            r.pop("answer_ids", None)
             rows.append(row)
         base["vs_llamacpp"] = 1.0
 
     body = ["| threads | engine | configuration | ms per step | steps | seconds | answer tokens/s "
             "| vs llama.cpp | exact match |", "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        agree = f" ({r['same_answers']}/{args.n} answers = llama.cpp's)" if "same_answers" in r else ""
+        agree = (f" ({r['same_answers']}/{args.n} answers = llama.cpp's, "
+                 f"{r['same_ids_as_oracle']}/{args.n} = the oracle's)" if "same_answers" in r else "")
         body.append(f"| {r['threads']} | {r['engine']} | {r['config']}{agree} | {r['step_ms']:.1f} "
                     f"| {r['steps']} | {r['seconds']:.2f} | {r['tokens_per_s']:.1f} "
                     f"| {r['vs_llamacpp']:.2f}x | {100 * r['accuracy']:.0f}% |")
@@ -210,7 +249,9 @@ def main() -> None:
              f"{args.gen_length}-token answer canvas, one token per step (llama.cpp's block "
              "schedule counts blocks over the whole context, so this is the one block layout "
              "both share). llama.cpp runs all of its steps; ours stops when the answer's EOS is "
-             "final, so its ms per step is total time / steps actually run. Answer tokens/s: "
+             "final, so its ms per step is total time / steps actually run. The PyTorch oracle "
+             "(`vllm_elastic/reference.py`: a bare forward of the canvas per step, no engine, all "
+             "steps like llama.cpp) shows what our engine adds to a step. Answer tokens/s: "
              "each engine's own answer tokens (before the first EOS) per second, one request at "
              "a time. Matched answers can differ where llama.cpp's greedy step differs from ours: "
              "it does not exclude the MASK token from the argmax (we do, docs/DECODING.md), and "
