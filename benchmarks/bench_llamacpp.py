@@ -137,6 +137,8 @@ def child(spec: dict) -> None:
     results = []
     for label in spec["configs"]:
         extra = {"gen_length": gen, **CONFIGS[label]}
+        if "window_length" in extra:
+            extra["window_length"] = spec["window_length"]
         if label == "matched":
             extra.update(block_length=gen, steps=gen)
         sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
@@ -179,6 +181,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10, help="held-out prompts")
     ap.add_argument("--gen-length", type=int, default=128)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--window-length", type=int, default=16,
+                    help="window schedule's width (the authors use 32 for GSM8K)")
     ap.add_argument("--pre-tokenizer", default="refact")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--out", default="benchmarks/results/llamacpp")
@@ -197,7 +201,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.model)
     ids = [chat_prompt_ids(tok, p.question) for p in problems]
     spec = {"model": args.model, "prompt_ids": ids, "gen_length": args.gen_length,
-            "configs": configs}
+            "window_length": args.window_length, "configs": configs}
 
     def accuracy(answers: list[str]) -> float:
         return sum(extract_answer(a) == p.answer for a, p in zip(answers, problems)) / len(problems)
@@ -258,10 +262,12 @@ def main() -> None:
              "near-ties can break differently under different float kernels."]
     with open(args.out + ".json", "w") as f:
         json.dump({"model": args.model, "task": args.task, "n": args.n,
-                   "gen_length": args.gen_length, "rows": rows}, f, indent=1)
+                   "gen_length": args.gen_length, "window_length": args.window_length,
+                   "rows": rows}, f, indent=1)
     write_report(args.out + ".md", "vllm-elastic beside llama.cpp's diffusion example",
                  f"`{args.model}`, {args.n} held-out chat prompts ({args.task}), gen "
-                 f"{args.gen_length}, greedy, fp32 (GGUF f32), one request at a time.", body,
+                 f"{args.gen_length}, window {args.window_length}, greedy, fp32 (GGUF f32), one "
+                 "request at a time.", body,
                  threads=f"{'/'.join(map(str, args.threads))} thread(s) for each engine's model")
 
 
