@@ -12,10 +12,9 @@ llama-diffusion-cli`. This script:
 1. converts our checkpoint with llama.cpp's `convert_hf_to_gguf.py` (f32), forcing the BPE
    pre-tokenizer name (our local tokenizer is not in its table of known hashes). `refact` is
    ours exactly: digits one by one, then GPT-2's byte-level split (`qwen2` is not: it merges
-   a run of newlines with the text before it, which changes the chat header's tokens);
-   llama.cpp's tokenizer gives the same ids as ours on the held-out prompts. The GGUF carries our chat template; llama.cpp
-   applies it to the question and drops the template's BOS because it adds its own, so both
-   engines decode the same prompt tokens.
+   a run of newlines with the text before it, which changes the chat header's tokens). The
+   GGUF carries our chat template; llama.cpp applies it to the question and drops the
+   template's BOS because it adds its own, so both engines decode the same prompt ids.
 2. Full recompute, matched: the same prompt, the same canvas (prompt + gen_length), one token
    per step, greedy low-confidence remasking over ONE block spanning the whole answer. (One
    block because llama.cpp's block schedule counts blocks over the whole context, prompt
@@ -47,6 +46,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_batching import WINDOW  # noqa: E402
 from report import write_report  # noqa: E402
 
 CONVERT_SHIM = """
@@ -60,7 +60,6 @@ exec(open({script!r}).read(), {{"__name__": "__main__", "__file__": {script!r}}}
 
 # Our configurations (label -> extra_args beyond gen_length). "matched" is llama.cpp's
 # schedule: one block over the answer, one token per step, full recompute.
-WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 CONFIGS = {
     "matched": {"cache_policy": "none"},  # block_length = steps = gen_length, set below
     "blocks 32, none": {"block_length": 32, "cache_policy": "none"},
@@ -142,19 +141,16 @@ def child(spec: dict) -> None:
         if label == "matched":
             extra.update(block_length=gen, steps=gen)
         sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
-        seconds, steps, tokens, answers, answer_ids = 0.0, 0, 0, [], []
+        seconds, steps, answer_ids = 0.0, 0, []
         for i in ids:
             t0 = time.perf_counter()
             o = llm.generate([{"prompt_token_ids": i}], sp, use_tqdm=False)[0]
             seconds += time.perf_counter() - t0
             steps += o.kv_transfer_params["diffusion"]["steps"]
             t = list(o.outputs[0].token_ids)
-            t = t[:t.index(tok.eos_token_id)] if tok.eos_token_id in t else t
-            tokens += len(t)
-            answers.append(tok.decode(t, skip_special_tokens=True).strip())
-            answer_ids.append(t)
-        results.append({"config": label, "seconds": seconds, "steps": steps, "tokens": tokens,
-                        "answers": answers, "answer_ids": answer_ids})
+            answer_ids.append(t[:t.index(tok.eos_token_id)] if tok.eos_token_id in t else t)
+        results.append({"config": label, "seconds": seconds, "steps": steps,
+                        "answer_ids": answer_ids})
     print("RESULT " + json.dumps(results), flush=True)
 
 
@@ -203,6 +199,9 @@ def main() -> None:
     spec = {"model": args.model, "prompt_ids": ids, "gen_length": args.gen_length,
             "window_length": args.window_length, "configs": configs}
 
+    def decode(answer_ids: list[list[int]]) -> list[str]:
+        return [tok.decode(a, skip_special_tokens=True).strip() for a in answer_ids]
+
     def accuracy(answers: list[str]) -> float:
         return sum(extract_answer(a) == p.answer for a, p in zip(answers, problems)) / len(problems)
 
@@ -221,7 +220,7 @@ def main() -> None:
         rows.append(base)
         oracle = run_oracle(args.model, ids, args.gen_length, threads, tok.eos_token_id)
         o_tokens = sum(map(len, oracle["answer_ids"]))
-        o_answers = [tok.decode(a, skip_special_tokens=True).strip() for a in oracle["answer_ids"]]
+        o_answers = decode(oracle["answer_ids"])
         rows.append({"threads": threads, "engine": "PyTorch oracle (no engine)",
                      "config": "matched", "step_ms": 1000 * oracle["seconds"] / oracle["steps"],
                      "steps": oracle["steps"], "seconds": oracle["seconds"], "tokens": o_tokens,
@@ -229,15 +228,17 @@ def main() -> None:
                      "vs_llamacpp": (o_tokens / oracle["seconds"]) / base["tokens_per_s"],
                      "accuracy": accuracy(o_answers), "answers": o_answers})
         for r in ours(spec, threads):
-            row = {"threads": threads, "engine": "vllm-elastic", **r,
+            answer_ids = r.pop("answer_ids")
+            answers, tokens = decode(answer_ids), sum(map(len, answer_ids))
+            row = {"threads": threads, "engine": "vllm-elastic", **r, "tokens": tokens,
                    "step_ms": 1000 * r["seconds"] / r["steps"],
-                   "tokens_per_s": r["tokens"] / r["seconds"], "accuracy": accuracy(r["answers"]),
-                   "vs_llamacpp": (r["tokens"] / r["seconds"]) / base["tokens_per_s"]}
+                   "tokens_per_s": tokens / r["seconds"], "accuracy": accuracy(answers),
+                   "vs_llamacpp": (tokens / r["seconds"]) / base["tokens_per_s"],
+                   "answers": answers}
             if r["config"] == "matched":
-                row["same_answers"] = sum(a == b for a, b in zip(r["answers"], l_answers))
+                row["same_answers"] = sum(a == b for a, b in zip(answers, l_answers))
                 row["same_ids_as_oracle"] = sum(
-                    a == b for a, b in zip(r.pop("answer_ids"), oracle["answer_ids"]))
-            r.pop("answer_ids", None)
+                    a == b for a, b in zip(answer_ids, oracle["answer_ids"]))
             rows.append(row)
         base["vs_llamacpp"] = 1.0
 
