@@ -175,3 +175,45 @@ def test_qk_scale_softens_attention_and_entropy_is_logged():
     assert len(before) == 2 and all(a > b for a, b in zip(after, before))
     res = T.evaluate(model, tok, 1, gen_length=32, block_length=32)
     assert len(res["attention_entropy"]) == 2
+
+
+def test_frontier_masks_match_left_to_right_decoding():
+    """--frontier-frac rows: visible before a cut inside the answer (its EOS included), the
+    cut masked and scored, a window after it masked at the row's rate and scored, everything
+    beyond masked and not scored; the prompt never masked."""
+    ids = torch.tensor([[5] * 6 + [9] * 10 + [0] * 24, [5] * 4 + [9] * 30 + [0] * 6])
+    plens = torch.tensor([6, 4])
+    p = torch.full(ids.shape, 0.5)
+    for seed in range(20):
+        masked, scored = T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(seed))
+        for r in range(2):
+            cut = int(masked[r].nonzero()[0])
+            answer_end = int(plens[r]) + (10 if r == 0 else 30)  # the answer's EOS
+            assert int(plens[r]) <= cut <= answer_end
+            assert bool(scored[r, cut]) and not masked[r, :cut].any()
+            assert masked[r, cut + 8:].all() and not scored[r, cut + 8:].any()
+            assert torch.equal(scored[r, cut: cut + 8], masked[r, cut: cut + 8])
+
+
+def test_frontier_rows_share_and_loss():
+    """A --frontier-frac share of rows (never prompt-masked ones) is trained at a frontier;
+    without the flag the loss and its random stream are exactly LLaDA's."""
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--frontier-frac", "0.5"])
+    plens = torch.tensor([7] * 300 + [0] * 100)
+    rows = T.frontier_rows(args, plens, 3)
+    assert torch.equal(rows, T.frontier_rows(args, plens, 3))
+    assert not rows[300:].any() and 100 < int(rows.sum()) < 200
+    assert T.frontier_rows(T.parse_args(["--out", "unused", "--minutes", "1"]), plens, 3) is None
+    model = ReferenceLLaDA(tiny_config(len(tok), 2, 64, 2, mlp=128))
+    T.init_weights(model, 0)
+    ids, plens, _ = T.make_batch(T.parse_args(["--out", "unused", *TINY]), tok, 0)
+    with torch.no_grad():
+        plain = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0))
+        none = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
+                          torch.zeros(len(ids), dtype=torch.bool))
+        front = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
+                           torch.ones(len(ids), dtype=torch.bool), 8)
+    assert torch.equal(plain, none) and torch.isfinite(front) and float(front) > 0
+    acc = T.frontier_result_accuracy(model, tok, "arith", n=3)
+    assert 0.0 <= acc <= 1.0

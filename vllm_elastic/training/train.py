@@ -136,6 +136,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--prompt-mask-frac", type=float, default=0.0,
                     help="fraction of rows whose prompt is masked too (LLaDA's pre-training "
                          "objective on that row: a second signal for copying, prompt <-> answer)")
+    ap.add_argument("--frontier-frac", type=float, default=0.0,
+                    help="fraction of rows trained at a decoding frontier: the answer visible up "
+                         "to a random cut, a --frontier-window of positions after it masked at "
+                         "rate t (the cut itself always), everything beyond masked; loss on the "
+                         "window (see frontier_masks)")
+    ap.add_argument("--frontier-window", type=int, default=32)
     ap.add_argument("--long-frac", type=float, default=0.2,
                     help="fraction of batches with a longer canvas")
     ap.add_argument("--long-gen-lengths", default="64,128,256,512")
@@ -314,20 +320,65 @@ def _pad(seqs: list[list[int]]) -> torch.Tensor:
     return torch.tensor([s + [EOS_ID] * (width - len(s)) for s in seqs])
 
 
+def frontier_rows(args: argparse.Namespace, prompt_lengths: torch.Tensor, step: int
+                  ) -> torch.Tensor | None:
+    """bool [B]: the rows of this batch trained at a decoding frontier (--frontier-frac; rows
+    whose prompt is masked are not), or None. A pure function of (seed, step)."""
+    if args.frontier_frac <= 0:
+        return None
+    rng = random.Random(f"frontier-{args.seed}-{step}")
+    return torch.tensor([rng.random() < args.frontier_frac and int(pl) > 0
+                         for pl in prompt_lengths])
+
+
+def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torch.Tensor,
+                   window: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masked, scored) [B, L] for frontier rows: what the window and blocks schedules see
+    while decoding. A cut c is drawn uniformly from the answer's positions (its EOS
+    included); tokens before c stay visible, the window [c, c + window) is masked at the row's
+    rate p (c itself always: it is the leftmost masked position), everything after the window
+    is masked. Only the window is scored.
+
+    Why: under uniform random masking an intermediate result (`13-6=7`) is usually visible
+    again as the next line's operand, so a small model learns to copy it from there instead of
+    computing it. Decoding left to right it never can: the next line is still masked. The long
+    model after 27M tokens predicted 98% of operands but 34% of result digits at the frontier."""
+    b, n = ids.shape
+    pos = torch.arange(n)[None, :]
+    answer_eos = (ids == EOS_ID) & (pos >= prompt_lengths[:, None])
+    answer_end = torch.where(answer_eos, pos, n - 1).min(1).values
+    span = (answer_end - prompt_lengths + 1).clamp(min=1)
+    cut = prompt_lengths + (torch.rand(b, generator=generator) * span).long().clamp(max=span - 1)
+    in_window = (pos >= cut[:, None]) & (pos < cut[:, None] + window)
+    draw = torch.rand(b, n, generator=generator) < p_mask
+    scored = in_window & (draw | (pos == cut[:, None]))
+    return scored | (pos >= cut[:, None] + window), scored
+
+
 def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Tensor,
-             eps: float, generator: torch.Generator) -> torch.Tensor:
-    """LLaDA's SFT loss (see the module docstring)."""
+             eps: float, generator: torch.Generator, frontier: torch.Tensor | None = None,
+             window: int = 32) -> torch.Tensor:
+    """LLaDA's SFT loss (see the module docstring); rows in `frontier` (bool [B]) are masked
+    and scored by frontier_masks instead, their loss the mean cross-entropy of the window's
+    masked tokens."""
     b, n = ids.shape
     pos = torch.arange(n)[None, :]
     is_answer = pos >= prompt_lengths[:, None]
     t = torch.rand(b, generator=generator)
     p_mask = ((1 - eps) * t + eps)[:, None].expand(b, n)
     masked = (torch.rand(b, n, generator=generator) < p_mask) & is_answer
+    # Per-token weight: 1/p normalised by the answer length (LLaDA's), or 1/count (frontier).
+    weight = 1.0 / (p_mask * is_answer.sum(1, keepdim=True))
+    if frontier is not None and bool(frontier.any()):
+        f_masked, f_scored = frontier_masks(ids, prompt_lengths, p_mask, window, generator)
+        rows = frontier[:, None]
+        masked = torch.where(rows, f_masked, masked)
+        f_weight = 1.0 / f_scored.sum(1, keepdim=True).clamp(min=1)
+        weight = torch.where(rows, torch.where(f_scored, f_weight, 0.0), weight)
     noisy = torch.where(masked, torch.full_like(ids, MASK_ID), ids)
     logits = model(noisy)
-    answer_len = is_answer.sum(1, keepdim=True).expand(b, n)
-    token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none") / p_mask[masked]
-    return (token_loss / answer_len[masked]).sum() / b
+    token_loss = F.cross_entropy(logits[masked], ids[masked], reduction="none")
+    return (token_loss * weight[masked]).sum() / b
 
 
 def lr_at(args: argparse.Namespace, step: int, progress: float) -> float:
@@ -366,10 +417,42 @@ def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
     rows = [data.chat_prompt_ids(tokenizer, p.question) + data.answer_ids(tokenizer, p.solution)
             for p in problems]
     entropy = attention_entropy(model, _pad(rows))
+    frontier = frontier_result_accuracy(model, tokenizer, task)
     model.train(was_training)
-    return {"accuracy": correct / n, "attention_entropy": entropy, "correct": correct, "n": n,
+    return {"accuracy": correct / n, "attention_entropy": entropy,
+            "frontier_result_accuracy": frontier, "correct": correct, "n": n,
             "gen_length": gen_length, "block_length": block_length, "schedule": schedule,
             "task": task, "samples": samples}
+
+
+@torch.no_grad()
+def frontier_result_accuracy(model: ReferenceLLaDA, tokenizer, task: str, n: int = 10) -> float:
+    """Share of result digits (the digits after each '=') of n held-out worked answers that the
+    model predicts with the true answer visible before the digit and everything from it on
+    masked: the arithmetic as left-to-right decoding needs it, without the next line to copy
+    from. Cheap (one batched forward per problem) and more sensitive than exact match."""
+    right = total = 0
+    for p in task_data(task).test_problem_list(n):
+        prompt = data.chat_prompt_ids(tokenizer, p.question)
+        answer = data.answer_ids(tokenizer, p.solution)
+        pieces = [tokenizer.decode([i]) for i in answer]
+        targets = []
+        for j, piece in enumerate(pieces):
+            k = j - 1
+            while k >= 0 and pieces[k].isdigit():
+                k -= 1
+            if piece.isdigit() and k >= 0 and pieces[k].strip() == "=":
+                targets.append(len(prompt) + j)
+        if not targets:
+            continue
+        ids = torch.tensor(prompt + answer).repeat(len(targets), 1)
+        for row, j in enumerate(targets):
+            ids[row, j:] = MASK_ID
+        pred = model(ids).argmax(-1)
+        want = torch.tensor(prompt + answer)
+        right += sum(int(pred[row, j] == want[j]) for row, j in enumerate(targets))
+        total += len(targets)
+    return round(right / max(1, total), 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +580,8 @@ def train(args: argparse.Namespace) -> dict:
                     "tokens": tokens, **res})
         tqdm.write(f"[eval] step {step} {elapsed / 60:.1f} min: held-out accuracy "
                    f"{res['accuracy']:.0%} ({res['correct']}/{res['n']}, gen_length "
-                   f"{res['gen_length']}) e.g. {res['samples'][0]['out']!r}")
+                   f"{res['gen_length']}), result digits at the frontier "
+                   f"{res['frontier_result_accuracy']:.0%}, e.g. {res['samples'][0]['out']!r}")
         last_eval = res
         return res
 
@@ -512,7 +596,8 @@ def train(args: argparse.Namespace) -> dict:
             group["lr"] = lr
         ids, plens, gen_len = make_batch(args, tokenizer, step)
         plens = prompt_masking(args, plens, step)
-        loss = sft_loss(model, ids, plens, args.eps, gen)
+        loss = sft_loss(model, ids, plens, args.eps, gen, frontier_rows(args, plens, step),
+                        args.frontier_window)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
