@@ -43,6 +43,15 @@ still guessed a name from its prior. Halving the query and key projections (--in
 entropies about fourfold; the run continues from there with a lower learning rate (7e-4) and
 weight decay 0.1. evaluate() logs the per-layer entropy with every held-out evaluation.
 
+After 27M tokens the loss was ~0.2 and exact match still 0/10, and a probe said why: with the
+answer visible up to a digit and everything from it masked (what left-to-right decoding sees),
+the model predicted 98% of operand digits (copied from the prompt) but only 34% of result
+digits, while with random masking it predicted nearly all of them. Under uniform masking a
+result (`13-6=7`) is usually still visible as the next line's operand (`7+4=11`), so copying
+it from there is the cheapest way to lower the loss; a decoder working left to right never
+has the next line. --frontier-frac trains a share of rows at such a frontier
+(frontier_masks), and evaluate() logs that probe as `frontier_result_accuracy`.
+
 Learning rate: linear warmup over --warmup steps, constant, then a linear decay to 10% over
 the last --decay-frac of the wall-clock budget (a time-based warmup-stable-decay schedule, so a
 run of any --minutes ends annealed).
