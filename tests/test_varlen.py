@@ -85,6 +85,23 @@ def test_torch_varlen_attention_equals_per_request_attention_gqa():
     assert torch.allclose(got, _per_request(q, pages, slots, active, page), atol=1e-5)
 
 
+def test_dense_groups_skip_mask_and_scatter_and_agree():
+    """Equal canvases with every row as a query (full recompute): one dense group, no key
+    mask, no query scatter; q may be a strided view (a slice of the fused QKV output)."""
+    page = PageLayout("full", 4, 2, 8, 32)
+    pages, slots = _pages(page, [24, 24, 24], seed=5)
+    active = [torch.arange(24)] * 3
+    fused = torch.randn(72, 3 * page.q_size, generator=torch.Generator().manual_seed(6))
+    q = fused[:, : page.q_size]
+    layout = varlen.build_layout([24] * 3, slots, BLOCK, heads=4)
+    (group,) = layout.groups
+    assert not group.keys_padded and not group.queries_padded and group.query_span == (0, 72)
+    got = varlen.torch_varlen_attention(q, pages, layout, page)
+    assert torch.allclose(got, _per_request(q, pages, slots, active, page), atol=1e-5)
+    mixed = varlen.build_layout([24, 3, 24], slots, BLOCK, heads=4)
+    assert any(g.queries_padded or g.query_span is None for g in mixed.groups)
+
+
 def test_batched_statistics_equal_each_request_alone():
     page = PageLayout("full", 4, 4, 8, 32)
     lengths = [30, 19, 41]

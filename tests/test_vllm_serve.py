@@ -111,10 +111,13 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(server):
     with ThreadPoolExecutor(busy_requests) as pool:
         busy = [pool.submit(post, server, "/v1/completions", long) for _ in range(busy_requests)]
         # The busy requests are in the engine before the streamed one arrives (a poll, not a
-        # guess: on a loaded machine admission can take longer than any fixed sleep).
+        # guess: on a loaded machine admission can take longer than any fixed sleep; the
+        # first ones may even finish before the last is admitted, so finished ones count).
         wait_until(lambda: metric(server, "vllm:num_requests_running")
-                   + metric(server, "vllm:num_requests_waiting") >= busy_requests,
-                   timeout=60, what="the busy requests to be admitted")
+                   + metric(server, "vllm:num_requests_waiting")
+                   + metric(server, "vllm:request_success_total", completed) - before
+                   >= busy_requests,
+                   timeout=120, what="the busy requests to be admitted")
         body = {"model": served_name(server), "stream": True, **long}
         with requests.post(server + "/v1/completions", json=body, stream=True,
                            timeout=120) as r:

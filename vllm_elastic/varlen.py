@@ -49,6 +49,9 @@ class Group:
     key_valid: torch.Tensor  # [n, max_keys] bool
     query_rows: torch.Tensor  # flat query rows of the members, in order
     query_dst: torch.Tensor  # their places in the padded [n * max_queries] query block
+    keys_padded: bool  # some member has fewer keys than max_keys (SDPA then needs a mask)
+    queries_padded: bool  # some member has fewer queries than max_queries
+    query_span: tuple[int, int] | None  # (start, stop) when query_rows is one contiguous range
 
 
 @dataclass
@@ -115,7 +118,12 @@ def _group(members: list[int], qsl: torch.Tensor, slots: list[torch.Tensor]) -> 
         [slots[r].numel() for r in members])[:, None]
     rows = torch.cat([torch.arange(int(qsl[r]), int(qsl[r + 1])) for r in members])
     dst = torch.cat([j * max_q + torch.arange(n) for j, n in enumerate(q_counts)])
-    return Group(torch.tensor(members), max_q, max_k, key_slots, key_valid, rows, dst)
+    contiguous = rows.numel() > 0 and int(rows[-1] - rows[0]) + 1 == rows.numel() and bool(
+        (rows.diff() == 1).all())
+    span = (int(rows[0]), int(rows[-1]) + 1) if contiguous else None
+    return Group(torch.tensor(members), max_q, max_k, key_slots, key_valid, rows, dst,
+                 keys_padded=not bool(key_valid.all()), queries_padded=min(q_counts) < max_q,
+                 query_span=span)
 
 
 def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenLayout,
@@ -133,15 +141,26 @@ def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenL
         if hk != h:
             keys = keys.repeat_interleave(h // hk, dim=1)
             values = values.repeat_interleave(h // hk, dim=1)
-        qp = q.new_zeros(n * g.max_queries, h * d)
-        qp[dst] = q[rows]
+        # Dense groups (every member with max_queries rows, contiguous in q; every member
+        # with max_keys keys) skip the scatter, the gather and the mask: the common full-
+        # recompute step and a batch of equal canvases. Same SDPA call otherwise.
+        dense_q = not g.queries_padded and g.query_span is not None
+        if dense_q:
+            qp = q[g.query_span[0]: g.query_span[1]]
+        else:
+            qp = q.new_zeros(n * g.max_queries, h * d)
+            qp[dst] = q[rows]
         qh = qp.view(n, g.max_queries, h, d).transpose(1, 2)
         # SDPA with a boolean key mask: measured faster than an explicit softmax(QK^T)V here
         # (2-3x in fp32, ~60x in bf16 on AVX2: benchmarks/results/attention.md).
-        valid = g.key_valid[:, None, None, :].to(dev)
+        valid = g.key_valid[:, None, None, :].to(dev) if g.keys_padded else None
         att = F.scaled_dot_product_attention(qh, keys.to(q.dtype), values.to(q.dtype),
                                              attn_mask=valid)
-        out[rows] = att.transpose(1, 2).reshape(n * g.max_queries, h * d)[dst]
+        att = att.transpose(1, 2).reshape(n * g.max_queries, h * d)
+        if dense_q:
+            out[g.query_span[0]: g.query_span[1]] = att
+        else:
+            out[rows] = att[dst]
     return out
 
 
