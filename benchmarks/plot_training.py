@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.plot(steps, smooth, color="tab:blue", lw=1.6, label=f"loss ({k}-record average)")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("LLaDA SFT loss (masked CE / p, per answer token)")
+    ax.set_ylabel("training loss (LLaDA SFT; frontier rows mixed in where used)")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if evals:
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
         ax2.plot([r["step"] for r in evals], [100 * r["accuracy"] for r in evals], "o-",
                  color="tab:red", label="held-out exact match (%), greedy, gen_length "
                                         f"{evals[-1]['gen_length']}")
+        probed = [r for r in evals if r.get("frontier_result_accuracy") is not None]
+        if probed:  # the trainer's left-to-right arithmetic probe (train.py)
+            ax2.plot([r["step"] for r in probed],
+                     [100 * r["frontier_result_accuracy"] for r in probed], "s--",
+                     color="tab:green", label="held-out result digits right at the decoding "
+                                              "frontier (%)")
         ax2.set_ylabel("held-out accuracy (%)")
         ax2.set_ylim(0, 100)
         h2, l2 = ax2.get_legend_handles_labels()
