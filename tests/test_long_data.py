@@ -1,7 +1,10 @@
 """The long-answer word problems (long_data.py): deterministic, arithmetic right in every step,
 answers long enough to matter for a cache, train and held-out splits that never overlap."""
 
+import random
 import re
+
+import torch
 
 from vllm_elastic.training import long_data
 
@@ -51,3 +54,40 @@ def test_answers_are_long_with_a_long_tail_and_fit_gen_512():
     lengths = sorted(len(answer_ids(tok, p.solution)) for p in long_data.test_problem_list(300))
     median, q75 = lengths[len(lengths) // 2], lengths[3 * len(lengths) // 4]
     assert median >= 120 and q75 >= 200 and lengths[-1] <= 400
+
+
+def test_drills_do_their_arithmetic_and_stay_in_range():
+    """long_data.drill (training only, --drill-frac): every line's arithmetic is right, every
+    value in 0..99, the answer is the last value, and held-out (kind, numbers) never occur."""
+    import re
+
+    rng = random.Random(7)
+    for _ in range(300):
+        p = long_data.drill(rng, rng.randint(2, 12))
+        lines = p.solution.split("\n")
+        value = int(re.match(r"Start with (\d+)\.", p.question).group(1))
+        for line in lines[:-1]:
+            a, op, b, c = re.fullmatch(r"(\d+)([-+*])(\d+)=(\d+)", line).groups()
+            a, b, c = int(a), int(b), int(c)
+            assert c == {"+": a + b, "-": a - b, "*": a * b}[op] and 0 <= c <= 99
+            if op != "*":
+                assert a == value
+                value = c
+        assert lines[-1] == f"#### {value}" and p.answer == value
+        assert not long_data.is_test("drill", p.numbers)
+
+
+def test_drill_share_of_a_long_batch():
+    from vllm_elastic.checkpoint import build_tokenizer
+    from vllm_elastic.training import data, train as T
+
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+    with_drills = T.parse_args(base + ["--drill-frac", "1"])
+    ids, plens, _ = T.make_batch(with_drills, tok, 3)
+    assert all("What is the result?" in tok.decode(r[:int(p)].tolist())
+               for r, p in zip(ids, plens))
+    plain = T.parse_args(base)
+    assert torch.equal(T.make_batch(plain, tok, 3)[0],
+                       T.make_batch(T.parse_args(base + ["--drill-frac", "0"]), tok, 3)[0])

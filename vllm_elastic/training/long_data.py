@@ -41,7 +41,8 @@ depend on every number of the prompt.
 Split: by a stable hash of (kind, numbers), 10% held out, so a held-out problem never shares
 its numbers with a training problem in any wording. `test_problem_list(n)` is a fixed held-out
 sample; training may also draw shorter problems (`min_steps`) for a curriculum, while the
-held-out set always has the full 4-12 (3-6 items for shop) steps.
+held-out set always has the full 4-12 (3-6 items for shop) steps. `drill` (training only) is
+the kinds' arithmetic without their words.
 """
 
 from __future__ import annotations
@@ -141,6 +142,46 @@ def _shop(rng: random.Random, n: int) -> Problem | None:
         total += cost
     numbers = tuple(v for kc in buys for v in kc)
     return Problem(q, "\n".join(a) + f"\n#### {total}", total, "shop", numbers)
+
+
+def drill(rng: random.Random, n: int) -> Problem:
+    """Training only: the three kinds' arithmetic without their words, n operations on a
+    running value (one-digit gains and losses as in diary/tank, a product added as in shop):
+
+        Start with 36. Subtract 4. Add 5. Add 3 times 4. What is the result?
+        36-4=32
+        32+5=37
+        3*4=12
+        37+12=49
+        #### 49
+
+    Dense in result digits, the part the long model is slowest to learn (train.py's frontier
+    probe). Never held out: its numbers follow the same split as every kind, so no held-out
+    problem's (kind, numbers) is drawn, but drills are not a held-out kind."""
+    while True:
+        total = rng.randint(0, MAX_VALUE)
+        q, a, numbers = [f"Start with {total}."], [], [total]
+        for _ in range(n):
+            op = rng.choices(("add", "sub", "mul"), (0.4, 0.4, 0.2))[0]
+            room = (MAX_VALUE - total) // 4  # room for the largest product factor k
+            if op == "mul" and room >= 1:
+                k, c = rng.randint(1, 4), rng.randint(1, min(9, room))
+                q.append(f"Add {k} times {c}.")
+                a += [f"{k}*{c}={k * c}", f"{total}+{k * c}={total + k * c}"]
+                numbers += [k, c]
+                total += k * c
+                continue
+            up = op == "add" if 9 <= total <= MAX_VALUE - 9 else total < 9
+            x = rng.randint(1, 9)
+            new = total + x if up else total - x
+            q.append(f"{'Add' if up else 'Subtract'} {x}.")
+            a.append(f"{total}{'+' if up else '-'}{x}={new}")
+            numbers.append(x if up else -x)
+            total = new
+        q.append("What is the result?")
+        if not is_test("drill", tuple(numbers)):
+            return Problem(" ".join(q), "\n".join(a) + f"\n#### {total}", total, "drill",
+                           tuple(numbers))
 
 
 def sample_problem(rng: random.Random, split: str = "train", min_steps: int = MIN_STEPS,

@@ -51,6 +51,8 @@ result (`13-6=7`) is usually still visible as the next line's operand (`7+4=11`)
 it from there is the cheapest way to lower the loss; a decoder working left to right never
 has the next line. --frontier-frac trains a share of rows at such a frontier
 (frontier_masks), and evaluate() logs that probe as `frontier_result_accuracy`.
+--drill-frac mixes in bare arithmetic drills (long_data.drill), the long task's counterpart of
+the tiny task's bare expressions.
 
 Learning rate: linear warmup over --warmup steps, constant, then a linear decay to 10% over
 the last --decay-frac of the wall-clock budget (a time-based warmup-stable-decay schedule, so a
@@ -151,6 +153,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "rate t (the cut itself always), everything beyond masked; loss on the "
                          "window (see frontier_masks)")
     ap.add_argument("--frontier-window", type=int, default=32)
+    ap.add_argument("--drill-frac", type=float, default=0.0,
+                    help="long task: share of problems that are bare arithmetic drills "
+                         "(long_data.drill, 2-12 operations)")
     ap.add_argument("--long-frac", type=float, default=0.2,
                     help="fraction of batches with a longer canvas")
     ap.add_argument("--long-gen-lengths", default="64,128,256,512")
@@ -284,6 +289,10 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int
     short = args.short_start + (args.short_end - args.short_start) * f
     probs = [long_data.sample_problem(rng, "train", 1, 3) if rng.random() < short
              else long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
+    if args.drill_frac > 0:  # a separate stream, so batches without drills stay as they were
+        drills = random.Random(f"drill-{args.seed}-{step}")
+        probs = [long_data.drill(drills, drills.randint(2, 12))
+                 if drills.random() < args.drill_frac else p for p in probs]
     pairs = sorted(((data.chat_prompt_ids(tokenizer, p.question),
                      data.answer_ids(tokenizer, p.solution)) for p in probs),
                    key=lambda pa: len(pa[0]) + len(pa[1]))
