@@ -118,8 +118,7 @@ def _group(members: list[int], qsl: torch.Tensor, slots: list[torch.Tensor]) -> 
         [slots[r].numel() for r in members])[:, None]
     rows = torch.cat([torch.arange(int(qsl[r]), int(qsl[r + 1])) for r in members])
     dst = torch.cat([j * max_q + torch.arange(n) for j, n in enumerate(q_counts)])
-    contiguous = rows.numel() > 0 and int(rows[-1] - rows[0]) + 1 == rows.numel() and bool(
-        (rows.diff() == 1).all())
+    contiguous = rows.numel() > 0 and bool((rows.diff() == 1).all())
     span = (int(rows[0]), int(rows[-1]) + 1) if contiguous else None
     return Group(torch.tensor(members), max_q, max_k, key_slots, key_valid, rows, dst,
                  keys_padded=not bool(key_valid.all()), queries_padded=min(q_counts) < max_q,
@@ -134,7 +133,6 @@ def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenL
     dev = q.device
     for g in layout.groups:
         n = g.members.numel()
-        rows, dst = g.query_rows.to(dev), g.query_dst.to(dev)
         kv = pages[g.key_slots.to(dev), page.kv_cols]  # one gather: [n, max_k, 2 * kv_size]
         keys = kv[..., : page.kv_size].reshape(n, g.max_keys, hk, d).transpose(1, 2)
         values = kv[..., page.kv_size:].reshape(n, g.max_keys, hk, d).transpose(1, 2)
@@ -148,6 +146,7 @@ def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenL
         if dense_q:
             qp = q[g.query_span[0]: g.query_span[1]]
         else:
+            rows, dst = g.query_rows.to(dev), g.query_dst.to(dev)
             qp = q.new_zeros(n * g.max_queries, h * d)
             qp[dst] = q[rows]
         qh = qp.view(n, g.max_queries, h, d).transpose(1, 2)
