@@ -119,6 +119,18 @@ def test_weights_only_continuation_keeps_the_log_going(tmp_path):
                                                      cont.state_dict().values()))
 
 
+def test_weights_only_continuation_warms_up_its_fresh_optimizer():
+    """A continuation starts a new Adam state, so its learning rate ramps up again from its own
+    first step instead of jumping to the peak at a step count far past --warmup."""
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--lr", "1e-3", "--warmup", "100",
+                         "--decay-frac", "0.1"])
+    assert T.lr_at(args, 13_000, 0.5) == 1e-3                      # resumed or fresh: warm
+    assert T.lr_at(args, 13_000, 0.5, warmup_from=13_000) == 1e-3 / 100
+    assert T.lr_at(args, 13_049, 0.5, warmup_from=13_000) == 1e-3 * 50 / 100
+    assert T.lr_at(args, 13_099, 0.5, warmup_from=13_000) == 1e-3
+    assert abs(T.lr_at(args, 13_099, 0.95, warmup_from=13_000) - 1e-3 * 0.55) < 1e-12
+
+
 def test_long_task_batches_fit_the_token_budget():
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
     args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",

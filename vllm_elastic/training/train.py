@@ -399,8 +399,11 @@ def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Ten
     return (token_loss * weight[masked]).sum() / b
 
 
-def lr_at(args: argparse.Namespace, step: int, progress: float) -> float:
-    warm = min(1.0, (step + 1) / max(1, args.warmup))
+def lr_at(args: argparse.Namespace, step: int, progress: float, warmup_from: int = 0) -> float:
+    """Linear warmup over --warmup steps counted from `warmup_from` (the first step of a
+    weights-only continuation, whose optimizer starts fresh), then flat, then a linear decay to
+    10% over the last --decay-frac of the budget."""
+    warm = min(1.0, (step - warmup_from + 1) / max(1, args.warmup))
     start = 1.0 - args.decay_frac
     decay = 1.0 if progress < start else max(0.1, 1.0 - 0.9 * (progress - start) / args.decay_frac)
     return args.lr * warm * decay
@@ -545,6 +548,7 @@ def train(args: argparse.Namespace) -> dict:
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)
     step, elapsed, tokens, next_eval = 0, 0.0, 0, args.eval_minutes * 60
+    warmup_from = 0  # a fresh optimizer warms up again (weights-only continuation)
     if resume:
         st = torch.load(args.state, weights_only=False)
         model.load_state_dict(st["model"])
@@ -559,6 +563,7 @@ def train(args: argparse.Namespace) -> dict:
         model.load_state_dict(ReferenceLLaDA.from_pretrained(args.init_from).state_dict())
         scale_qk(model, args.init_qk_scale)
         step, elapsed, tokens = _log_position(os.path.join(args.init_from, "train_log.jsonl"))
+        warmup_from = step
         next_eval = elapsed + args.eval_minutes * 60
         torch.manual_seed(args.seed + step)
         random.seed(args.seed + step)
@@ -609,7 +614,7 @@ def train(args: argparse.Namespace) -> dict:
 
     while elapsed < budget and (args.max_steps is None or step < args.max_steps):
         progress = elapsed / budget
-        lr = lr_at(args, step, progress)
+        lr = lr_at(args, step, progress, warmup_from)
         for group in optimizer.param_groups:
             group["lr"] = lr
         ids, plens, gen_len = make_batch(args, tokenizer, step)
