@@ -91,3 +91,44 @@ def test_drill_share_of_a_long_batch():
     plain = T.parse_args(base)
     assert torch.equal(T.make_batch(plain, tok, 3)[0],
                        T.make_batch(T.parse_args(base + ["--drill-frac", "0"]), tok, 3)[0])
+
+
+def test_facts_are_right_independent_and_in_range():
+    """long_data.facts (training only, --facts-frac): each line is one of the prompt's
+    expressions, worked right, values in 0..99; no result is a later line's operand by
+    construction (operands are drawn afresh), and held-out (kind, numbers) never occur."""
+    import re
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(4, 16)
+        p = long_data.facts(rng, n)
+        listed = re.fullmatch(r"Work out (.*)\.", p.question).group(1)
+        exprs = re.split(r", | and ", listed)
+        lines = p.solution.split("\n")
+        assert len(lines) == n + 1 and len(exprs) == n
+        for expr, line in zip(exprs, lines[:-1]):
+            a, op, b, c = re.fullmatch(r"(\d+)([-+*])(\d+)=(\d+)", line).groups()
+            assert f"{a}{op}{b}" == expr
+            a, b, c = int(a), int(b), int(c)
+            assert c == {"+": a + b, "-": a - b, "*": a * b}[op] and 0 <= a <= 99
+            assert 0 <= c <= 99
+        assert lines[-1] == f"#### {p.answer}" and p.answer == int(lines[-2].split("=")[1])
+        assert not long_data.is_test("facts", p.numbers)
+
+
+def test_facts_and_drills_share_a_long_batch():
+    from vllm_elastic.checkpoint import build_tokenizer
+    from vllm_elastic.training import data, train as T
+
+    tok = build_tokenizer(data.tokenizer_corpus(200), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+    ids, plens, _ = T.make_batch(T.parse_args(base + ["--facts-frac", "1"]), tok, 3)
+    assert all("Work out" in tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens))
+    ids, plens, _ = T.make_batch(T.parse_args(base + ["--facts-frac", "0.5",
+                                                      "--drill-frac", "0.5"]), tok, 3)
+    prompts = [tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens)]
+    assert any("Work out" in q for q in prompts) and any("What is the result?" in q
+                                                         for q in prompts)
+    assert all("Work out" in q or "What is the result?" in q for q in prompts)

@@ -42,7 +42,8 @@ Split: by a stable hash of (kind, numbers), 10% held out, so a held-out problem 
 its numbers with a training problem in any wording. `test_problem_list(n)` is a fixed held-out
 sample; training may also draw shorter problems (`min_steps`) for a curriculum, while the
 held-out set always has the full 4-12 (3-6 items for shop) steps. `drill` (training only) is
-the kinds' arithmetic without their words.
+the kinds' arithmetic without their words, `facts` (training only) the same operations as
+independent lines.
 """
 
 from __future__ import annotations
@@ -182,6 +183,47 @@ def drill(rng: random.Random, n: int) -> Problem:
         if not is_test("drill", tuple(numbers)):
             return Problem(" ".join(q), "\n".join(a) + f"\n#### {total}", total, "drill",
                            tuple(numbers))
+
+
+def facts(rng: random.Random, n: int) -> Problem:
+    """Training only: n independent arithmetic facts of the kinds' shapes (a one-digit gain or
+    loss on a value in 0..99, a product k*c as in shop, a product added to a total)::
+
+        Work out 36-4, 57+8, 3*4 and 48+12.
+        36-4=32
+        57+8=65
+        3*4=12
+        48+12=60
+        #### 60
+
+    Unlike `drill`, no result is the next line's operand, so uniform masking cannot be met by
+    copying a result from the following line: every scored result digit must be computed.
+    Results are ~2 of every ~8 answer tokens, ~40x the result digits per batch of the word
+    problems at a frontier."""
+    while True:
+        lines, numbers = [], []
+        for _ in range(n):
+            shape = rng.choices(("step", "product", "total"), (0.7, 0.15, 0.15))[0]
+            if shape == "product":
+                k, c = rng.randint(1, 4), rng.randint(1, 9)
+                lines.append((f"{k}*{c}", k * c))
+            elif shape == "total":
+                k, c = rng.randint(1, 4), rng.randint(1, 9)
+                a = rng.randint(0, MAX_VALUE - k * c)
+                lines.append((f"{a}+{k * c}", a + k * c))
+                k, c = a, k * c
+            else:
+                a, x = rng.randint(0, MAX_VALUE), rng.randint(1, 9)
+                up = a + x <= MAX_VALUE and (a < x or rng.random() < 0.5)
+                lines.append((f"{a}{'+' if up else '-'}{x}", a + x if up else a - x))
+                k, c = a, x if up else -x
+            numbers += [k, c]
+        exprs = [e for e, _ in lines]
+        listed = exprs[0] if n == 1 else f"{', '.join(exprs[:-1])} and {exprs[-1]}"
+        if not is_test("facts", tuple(numbers)):
+            return Problem(f"Work out {listed}.",
+                           "\n".join(f"{e}={v}" for e, v in lines) + f"\n#### {lines[-1][1]}",
+                           lines[-1][1], "facts", tuple(numbers))
 
 
 def sample_problem(rng: random.Random, split: str = "train", min_steps: int = MIN_STEPS,

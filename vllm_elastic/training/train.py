@@ -52,7 +52,9 @@ it from there is the cheapest way to lower the loss; a decoder working left to r
 has the next line. --frontier-frac trains a share of rows at such a frontier
 (frontier_masks), and evaluate() logs that probe as `frontier_result_accuracy`.
 --drill-frac mixes in bare arithmetic drills (long_data.drill), the long task's counterpart of
-the tiny task's bare expressions.
+the tiny task's bare expressions; --facts-frac mixes in the same operations as independent
+lines (long_data.facts), whose results no later line repeats, so even uniformly masked rows
+must compute them (run 7: the model at 39M tokens still wrote 36-4=34 in free generation).
 
 Learning rate: linear warmup over --warmup steps, constant, then a linear decay to 10% over
 the last --decay-frac of the wall-clock budget (a time-based warmup-stable-decay schedule, so a
@@ -156,6 +158,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--drill-frac", type=float, default=0.0,
                     help="long task: share of problems that are bare arithmetic drills "
                          "(long_data.drill, 2-12 operations)")
+    ap.add_argument("--facts-frac", type=float, default=0.0,
+                    help="long task: share of problems that are independent arithmetic facts "
+                         "(long_data.facts, 4-16 lines: results cannot be copied from a later "
+                         "line)")
     ap.add_argument("--long-frac", type=float, default=0.2,
                     help="fraction of batches with a longer canvas")
     ap.add_argument("--long-gen-lengths", default="64,128,256,512")
@@ -289,10 +295,9 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int
     short = args.short_start + (args.short_end - args.short_start) * f
     probs = [long_data.sample_problem(rng, "train", 1, 3) if rng.random() < short
              else long_data.sample_problem(rng, "train", args.min_steps) for _ in range(64)]
-    if args.drill_frac > 0:  # a separate stream, so batches without drills stay as they were
-        drills = random.Random(f"drill-{args.seed}-{step}")
-        probs = [long_data.drill(drills, drills.randint(2, 12))
-                 if drills.random() < args.drill_frac else p for p in probs]
+    if args.drill_frac > 0 or args.facts_frac > 0:  # a separate stream: batches without
+        drills = random.Random(f"drill-{args.seed}-{step}")  # drills stay as they were
+        probs = [_drill_or(p, drills, args) for p in probs]
     pairs = sorted(((data.chat_prompt_ids(tokenizer, p.question),
                      data.answer_ids(tokenizer, p.solution)) for p in probs),
                    key=lambda pa: len(pa[0]) + len(pa[1]))
@@ -336,6 +341,16 @@ def prompt_masking(args: argparse.Namespace, prompt_lengths: torch.Tensor, step:
 def _pad(seqs: list[list[int]]) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     return torch.tensor([s + [EOS_ID] * (width - len(s)) for s in seqs])
+
+
+def _drill_or(p, rng: random.Random, args: argparse.Namespace):
+    """p, or in its place a drill (--drill-frac) or a list of facts (--facts-frac)."""
+    r = rng.random()
+    if r < args.drill_frac:
+        return long_data.drill(rng, rng.randint(2, 12))
+    if r < args.drill_frac + args.facts_frac:
+        return long_data.facts(rng, rng.randint(4, 16))
+    return p
 
 
 def frontier_rows(args: argparse.Namespace, prompt_lengths: torch.Tensor, step: int
