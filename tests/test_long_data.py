@@ -85,7 +85,7 @@ def test_drill_share_of_a_long_batch():
     base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
             "--batch-tokens", "100000", "--long-frac", "0"]
     with_drills = T.parse_args(base + ["--drill-frac", "1"])
-    ids, plens, _ = T.make_batch(with_drills, tok, 3)
+    ids, plens, _, _kinds = T.make_batch(with_drills, tok, 3)
     assert all("What is the result?" in tok.decode(r[:int(p)].tolist())
                for r, p in zip(ids, plens))
     plain = T.parse_args(base)
@@ -124,11 +124,61 @@ def test_facts_and_drills_share_a_long_batch():
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
     base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
             "--batch-tokens", "100000", "--long-frac", "0"]
-    ids, plens, _ = T.make_batch(T.parse_args(base + ["--facts-frac", "1"]), tok, 3)
+    ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "1"]), tok, 3)
     assert all("Work out" in tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens))
-    ids, plens, _ = T.make_batch(T.parse_args(base + ["--facts-frac", "0.5",
+    ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "0.5",
                                                       "--drill-frac", "0.5"]), tok, 3)
     prompts = [tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens)]
     assert any("Work out" in q for q in prompts) and any("What is the result?" in q
                                                          for q in prompts)
     assert all("Work out" in q or "What is the result?" in q for q in prompts)
+
+
+def test_results_rows_mask_and_score_exactly_the_result_digits():
+    """--results-frac: facts rows masked on their result digits only (`32` in `36-4=32` and the
+    `#### N` line; operands and everything else visible), scored there alone; other kinds are
+    never picked (their results reappear as later operands, so they could be copied)."""
+    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training import data, train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length",
+                         "0", "--batch-tokens", "100000", "--long-frac", "0",
+                         "--facts-frac", "0.5", "--results-frac", "1"])
+    batch = T.make_batch(args, tok, 3)
+    rows = T.result_rows(args, batch.kinds, 3)
+    assert torch.equal(rows, torch.tensor([k == "facts" for k in batch.kinds]))
+    assert 0 < int(rows.sum()) < len(rows)
+    results = T.result_digits(batch.ids, batch.prompt_lengths, T.arith_tokens(tok))
+    for r in range(len(rows)):
+        if not rows[r]:
+            continue
+        answer = batch.ids[r, int(batch.prompt_lengths[r]):]
+        marks = results[r, int(batch.prompt_lengths[r]):]
+        shown = "".join("_" if m else tok.decode([int(t)]) for t, m in zip(answer, marks))
+        want = "\n".join(
+            line.split("=")[0] + "=" + "_" * len(line.split("=")[1]) if "=" in line
+            else "#### " + "_" * (len(line) - 5)
+            for line in tok.decode(answer.tolist()).split("<|endoftext|>")[0].split("\n"))
+        assert shown.startswith(want)
+        assert not results[r, :int(batch.prompt_lengths[r])].any()
+    assert T.result_rows(T.parse_args(["--out", "u", "--minutes", "1"]), batch.kinds, 3) is None
+
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64))
+
+        def forward(self, x):
+            seen["x"] = x
+            return self.inner(x)
+
+    mask = results & rows[:, None]
+    loss = T.sft_loss(Spy(), batch.ids, batch.prompt_lengths, 1e-3,
+                      torch.Generator().manual_seed(0), results=mask)
+    x = seen["x"]
+    assert torch.equal(x[rows] == T.MASK_ID, mask[rows])   # exactly the results, nothing else
+    assert torch.isfinite(loss) and float(loss.detach()) > 0

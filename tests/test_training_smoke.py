@@ -33,7 +33,7 @@ def _threads():
 def test_batches_and_loss_fall():
     tok = build_tokenizer(data.tokenizer_corpus(300), 512)
     args = T.parse_args(["--out", "unused", *TINY])
-    ids, plens, g = T.make_batch(args, tok, 0)
+    ids, plens, g, _kinds = T.make_batch(args, tok, 0)
     assert torch.equal(ids, T.make_batch(args, tok, 0)[0])  # a pure function of (seed, step)
     assert ids.shape[1] >= int(plens.max()) + g
     cfg = tiny_config(len(tok), 2, 64, 2, mlp=128)
@@ -137,7 +137,7 @@ def test_long_task_batches_fit_the_token_budget():
                          "--batch-tokens", "2048", "--long-frac", "0.5",
                          "--long-gen-lengths", "320,512", "--long-weights", "0.5,0.5"])
     for step in range(6):
-        ids, plens, g = T.make_batch(args, tok, step)
+        ids, plens, g, _kinds = T.make_batch(args, tok, step)
         assert torch.equal(ids, T.make_batch(args, tok, step)[0])
         assert ids.shape[1] >= int(plens.max()) + g
         assert ids.shape[0] * ids.shape[1] <= 2048 or ids.shape[0] == 2
@@ -152,8 +152,8 @@ def test_long_task_curriculum_short_problems_then_full_length():
                          "--short-end", "0", "--curriculum-start", "100",
                          "--curriculum-steps", "50"])
     days = lambda ids, p: tok.decode(ids[p:]).count("Day ") + tok.decode(ids[p:]).count("Minute ")
-    early_ids, early_p, _ = T.make_batch(args, tok, 100)
-    late_ids, late_p, _ = T.make_batch(args, tok, 150)
+    early_ids, early_p, _, _ = T.make_batch(args, tok, 100)
+    late_ids, late_p, _, _ = T.make_batch(args, tok, 150)
     assert max(days(r.tolist(), int(p)) for r, p in zip(early_ids, early_p)) <= 3
     assert max(days(r.tolist(), int(p)) for r, p in zip(late_ids, late_p)) >= 4
 
@@ -219,7 +219,7 @@ def test_frontier_rows_share_and_loss():
     assert T.frontier_rows(T.parse_args(["--out", "unused", "--minutes", "1"]), plens, 3) is None
     model = ReferenceLLaDA(tiny_config(len(tok), 2, 64, 2, mlp=128))
     T.init_weights(model, 0)
-    ids, plens, _ = T.make_batch(T.parse_args(["--out", "unused", *TINY]), tok, 0)
+    ids, plens, _, _kinds = T.make_batch(T.parse_args(["--out", "unused", *TINY]), tok, 0)
     with torch.no_grad():
         plain = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0))
         none = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
