@@ -182,3 +182,29 @@ def test_results_rows_mask_and_score_exactly_the_result_digits():
     x = seen["x"]
     assert torch.equal(x[rows] == T.MASK_ID, mask[rows])   # exactly the results, nothing else
     assert torch.isfinite(loss) and float(loss.detach()) > 0
+
+
+def test_frontier_at_results_cuts_at_a_result_first_digit():
+    """--frontier-at-results: those frontier rows open their window on a result's first digit
+    (everything before it visible, it masked); the other rows keep the uniform cut."""
+    from vllm_elastic.checkpoint import build_tokenizer
+    from vllm_elastic.training import train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+    args = T.parse_args(base + ["--frontier-at-results", "1"])
+    batch = T.make_batch(args, tok, 5)
+    arith = T.arith_tokens(tok)
+    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    starts = T.result_starts(batch.ids, batch.prompt_lengths, arith)
+    assert torch.equal(cuts, starts) and bool(cuts.any(1).all())
+    digits = T.result_digits(batch.ids, batch.prompt_lengths, arith)
+    assert bool((starts <= digits).all()) and int(starts.sum()) < int(digits.sum())
+    p_mask = torch.full(batch.ids.shape, 0.5)
+    masked, scored = T.frontier_masks(batch.ids, batch.prompt_lengths, p_mask, 32,
+                                      torch.Generator().manual_seed(0), cuts)
+    first = masked.float().argmax(1)
+    assert all(bool(starts[r, first[r]]) for r in range(len(first)))
+    assert bool(scored[torch.arange(len(first)), first].all())
+    assert T.frontier_cuts(T.parse_args(base), batch.ids, batch.prompt_lengths, arith, 5) is None

@@ -165,6 +165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "rate t (the cut itself always), everything beyond masked; loss on the "
                          "window (see frontier_masks)")
     ap.add_argument("--frontier-window", type=int, default=32)
+    ap.add_argument("--frontier-at-results", type=float, default=0.0,
+                    help="share of frontier rows whose cut is a result's first digit instead of "
+                         "a uniform answer position (see frontier_cuts)")
     ap.add_argument("--drill-frac", type=float, default=0.0,
                     help="long task: share of problems that are bare arithmetic drills "
                          "(long_data.drill, 2-12 operations)")
@@ -386,12 +389,14 @@ def frontier_rows(args: argparse.Namespace, prompt_lengths: torch.Tensor, step: 
 
 
 def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torch.Tensor,
-                   window: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                   window: int, generator: torch.Generator, cuts: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked, scored) [B, L] for frontier rows: what the window and blocks schedules see
     while decoding. A cut c is drawn uniformly from the answer's positions (its EOS
     included); tokens before c stay visible, the window [c, c + window) is masked at the row's
     rate p (c itself always: it is the leftmost masked position), everything after the window
-    is masked. Only the window is scored.
+    is masked. Only the window is scored. Rows where `cuts` (bool [B, L]) has a position draw
+    their cut among those instead (--frontier-at-results: a result's first digit).
 
     Why: under uniform random masking an intermediate result (`13-6=7`) is usually visible
     again as the next line's operand, so a small model learns to copy it from there instead of
@@ -403,6 +408,11 @@ def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torc
     answer_end = torch.where(answer_eos, pos, n - 1).min(1).values
     span = (answer_end - prompt_lengths + 1).clamp(min=1)
     cut = prompt_lengths + (torch.rand(b, generator=generator) * span).long().clamp(max=span - 1)
+    if cuts is not None and bool(cuts.any()):  # rows cut at one of their allowed positions
+        chosen = cuts.any(1)
+        pick = torch.multinomial(cuts[chosen].float(), 1, generator=generator)[:, 0]
+        cut = cut.clone()
+        cut[chosen] = pick
     in_window = (pos >= cut[:, None]) & (pos < cut[:, None] + window)
     draw = torch.rand(b, n, generator=generator) < p_mask
     scored = in_window & (draw | (pos == cut[:, None]))
@@ -440,6 +450,27 @@ def result_digits(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: Arith
     return is_digit & opens & (pos >= prompt_lengths[:, None])
 
 
+def result_starts(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTokens
+                  ) -> torch.Tensor:
+    """bool [B, L]: the first digit of every result (see result_digits)."""
+    digits = result_digits(ids, prompt_lengths, tokens)
+    after_digit = torch.zeros_like(digits)
+    after_digit[:, 1:] = torch.isin(ids[:, :-1], tokens.digits)
+    return digits & ~after_digit
+
+
+def frontier_cuts(args: argparse.Namespace, ids: torch.Tensor, prompt_lengths: torch.Tensor,
+                  tokens: ArithTokens | None, step: int) -> torch.Tensor | None:
+    """bool [B, L]: where the --frontier-at-results share of rows put their frontier cut (a
+    result's first digit: the window then opens on the arithmetic a left-to-right decoder must
+    do, instead of on words ~90% of the time), or None. A pure function of (seed, step)."""
+    if args.frontier_at_results <= 0:
+        return None
+    rng = random.Random(f"frontier-cuts-{args.seed}-{step}")
+    rows = torch.tensor([rng.random() < args.frontier_at_results for _ in range(len(ids))])
+    return result_starts(ids, prompt_lengths, tokens) & rows[:, None]
+
+
 def result_rows(args: argparse.Namespace, kinds: tuple[str, ...], step: int
                 ) -> torch.Tensor | None:
     """bool [B]: the rows of this batch trained on their results only (--results-frac of the
@@ -453,11 +484,13 @@ def result_rows(args: argparse.Namespace, kinds: tuple[str, ...], step: int
 
 def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Tensor,
              eps: float, generator: torch.Generator, frontier: torch.Tensor | None = None,
-             window: int = 32, results: torch.Tensor | None = None) -> torch.Tensor:
+             window: int = 32, results: torch.Tensor | None = None,
+             cuts: torch.Tensor | None = None) -> torch.Tensor:
     """LLaDA's SFT loss (see the module docstring); rows in `frontier` (bool [B]) are masked
     and scored by frontier_masks instead, their loss the mean cross-entropy of the window's
     masked tokens; rows where `results` (bool [B, L]) has a position are masked and scored
-    exactly there (mean cross-entropy), whatever else applied to them."""
+    exactly there (mean cross-entropy), whatever else applied to them. `cuts`: see
+    frontier_masks."""
     b, n = ids.shape
     pos = torch.arange(n)[None, :]
     is_answer = pos >= prompt_lengths[:, None]
@@ -467,7 +500,8 @@ def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Ten
     # Per-token weight: 1/p normalised by the answer length (LLaDA's), or 1/count (frontier).
     weight = 1.0 / (p_mask * is_answer.sum(1, keepdim=True))
     if frontier is not None and bool(frontier.any()):
-        f_masked, f_scored = frontier_masks(ids, prompt_lengths, p_mask, window, generator)
+        f_masked, f_scored = frontier_masks(ids, prompt_lengths, p_mask, window, generator,
+                                            cuts)
         rows = frontier[:, None]
         masked = torch.where(rows, f_masked, masked)
         f_weight = 1.0 / f_scored.sum(1, keepdim=True).clamp(min=1)
@@ -663,7 +697,8 @@ def train(args: argparse.Namespace) -> dict:
           f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads", flush=True)
     model.train()
 
-    arith = arith_tokens(tokenizer) if args.results_frac > 0 else None
+    arith = (arith_tokens(tokenizer) if args.results_frac > 0 or args.frontier_at_results > 0
+             else None)
     budget = args.minutes * 60
     log = open(log_path, "a")
     from tqdm import tqdm
@@ -707,7 +742,8 @@ def train(args: argparse.Namespace) -> dict:
         rows = result_rows(args, kinds, step)
         results = None if rows is None else result_digits(ids, plens, arith) & rows[:, None]
         loss = sft_loss(model, ids, plens, args.eps, gen, frontier_rows(args, plens, step),
-                        args.frontier_window, results)
+                        args.frontier_window, results,
+                        frontier_cuts(args, ids, plens, arith, step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
