@@ -208,3 +208,23 @@ def test_frontier_at_results_cuts_at_a_result_first_digit():
     assert all(bool(starts[r, first[r]]) for r in range(len(first)))
     assert bool(scored[torch.arange(len(first)), first].all())
     assert T.frontier_cuts(T.parse_args(base), batch.ids, batch.prompt_lengths, arith, 5) is None
+
+
+def test_arithmetic_probe_counts_every_computed_result_once():
+    """training.probe: one case per `=` result of each held-out answer (the `#### N` line is
+    not one), grouped by the operation before it; right <= total."""
+    import re
+
+    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training import probe
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
+    tally = probe.results_by_operation(model, tok, n=4)
+    want = {"sum": 0, "difference": 0, "product": 0}
+    for p in long_data.test_problem_list(4):
+        for op in re.findall(r"\d+([-+*])\d+=\d+", p.solution):
+            want[probe.OPERATIONS[op]] += 1
+    assert {k: v[1] for k, v in tally.items()} == want and sum(want.values()) > 8
+    assert all(0 <= right <= total for right, total in tally.values())
