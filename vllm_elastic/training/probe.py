@@ -25,7 +25,8 @@ import torch  # noqa: E402
 from vllm_elastic.checkpoint import MASK_ID  # noqa: E402
 from vllm_elastic.reference import ReferenceLLaDA  # noqa: E402
 from vllm_elastic.training import data, long_data  # noqa: E402
-from vllm_elastic.training.train import arith_tokens, load_tokenizer, result_starts  # noqa: E402
+from vllm_elastic.training.train import (arith_tokens, load_tokenizer, result_digits,  # noqa: E402
+                                         result_starts)
 
 OPERATIONS = {"+": "sum", "-": "difference", "*": "product"}
 
@@ -41,15 +42,16 @@ def results_by_operation(model: ReferenceLLaDA, tokenizer, n: int = 60) -> dict[
     for p in long_data.test_problem_list(n):
         prompt = data.chat_prompt_ids(tokenizer, p.question)
         ids = torch.tensor([prompt + data.answer_ids(tokenizer, p.solution)])
-        starts = result_starts(ids, torch.tensor([len(prompt)]), tokens)[0].nonzero()[:, 0]
+        plen = torch.tensor([len(prompt)])
+        digits = result_digits(ids, plen, tokens)[0]
+        starts = result_starts(ids, plen, tokens)[0].nonzero()[:, 0]
         cases = []
         for s in starts.tolist():
             if int(ids[0, s - 1]) != tokens.equals:
                 continue  # the "#### N" line
-            before = ids[0, :s - 1]
-            op = next(ops[int(t)] for t in reversed(before.tolist()) if int(t) in ops)
+            op = next(ops[t] for t in reversed(ids[0, :s - 1].tolist()) if t in ops)
             end = s
-            while end < ids.shape[1] and bool(torch.isin(ids[0, end], tokens.digits)):
+            while end < len(digits) and digits[end]:
                 end += 1
             cases.append((s, end, op))
         if not cases:

@@ -320,32 +320,31 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int) -> Batch:
     if args.drill_frac > 0 or args.facts_frac > 0:  # a separate stream: batches without
         drills = random.Random(f"drill-{args.seed}-{step}")  # drills stay as they were
         probs = [_drill_or(p, drills, args) for p in probs]
-    triples = sorted(((data.chat_prompt_ids(tokenizer, p.question),
-                       data.answer_ids(tokenizer, p.solution), p.template) for p in probs),
-                     key=lambda pak: len(pak[0]) + len(pak[1]))
-    pairs = [(prompt, answer) for prompt, answer, _ in triples]
+    rows = sorted(((data.chat_prompt_ids(tokenizer, p.question),
+                    data.answer_ids(tokenizer, p.solution), p.template) for p in probs),
+                  key=lambda row: len(row[0]) + len(row[1]))
     fixed = None
     if rng.random() < args.long_frac:
         lengths = [int(x) for x in args.long_gen_lengths.split(",")]
         weights = [float(x) for x in args.long_weights.split(",")]
         fixed = rng.choices(lengths, weights)[0]
     extra = rng.randint(0, 32)
-    start = rng.randrange(len(pairs) - 1)
+    start = rng.randrange(len(rows) - 1)
     end = start + 2
-    while end < len(pairs):  # grow the run while it fits the token budget
-        chosen = pairs[start: end + 1]
-        g = fixed or max(len(a) for _, a in chosen) + extra
-        if (end + 1 - start) * (max(len(p) for p, _ in chosen) + g) > args.batch_tokens:
+    while end < len(rows):  # grow the run while it fits the token budget
+        chosen = rows[start: end + 1]
+        g = fixed or max(len(a) for _, a, _ in chosen) + extra
+        if (end + 1 - start) * (max(len(p) for p, _, _ in chosen) + g) > args.batch_tokens:
             break
         end += 1
-    chosen = pairs[start:end]
-    gen_len = fixed or max(len(a) for _, a in chosen) + extra
+    chosen = rows[start:end]
+    gen_len = fixed or max(len(a) for _, a, _ in chosen) + extra
     seqs, plens = [], []
-    for prompt, answer in chosen:
+    for prompt, answer, _ in chosen:
         answer = answer[:gen_len]
         seqs.append(prompt + answer + [EOS_ID] * (gen_len - len(answer)))
         plens.append(len(prompt))
-    kinds = tuple(kind for _, _, kind in triples[start:end])
+    kinds = tuple(kind for _, _, kind in chosen)
     return Batch(_pad(seqs), torch.tensor(plens), gen_len, kinds)
 
 
@@ -428,8 +427,7 @@ class ArithTokens(NamedTuple):
 
 def arith_tokens(tokenizer) -> ArithTokens:
     """The token ids result_digits looks for (the tokenizer splits digits one per token)."""
-    text = {i: tokenizer.decode([i]) for i in range(len(tokenizer))}
-    one = {t: i for i, t in text.items()}
+    one = {tokenizer.decode([i]): i for i in range(len(tokenizer))}
     return ArithTokens(torch.tensor([one[str(d)] for d in range(10)]), one["="], one["####"],
                        one[" "])
 
