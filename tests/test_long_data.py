@@ -210,6 +210,37 @@ def test_frontier_at_results_cuts_at_a_result_first_digit():
     assert T.frontier_cuts(T.parse_args(base), batch.ids, batch.prompt_lengths, arith, 5) is None
 
 
+def test_frontier_at_lines_cuts_at_a_line_start_or_the_answer_eos():
+    """--frontier-at-lines: after the --frontier-at-results share, that share of frontier rows
+    cuts at an answer line's first token (`Day`, `Minute`, `The`, `####`) or the answer's EOS;
+    never inside a line, never in the padding EOS."""
+    from vllm_elastic.checkpoint import EOS_ID, build_tokenizer
+    from vllm_elastic.training import train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+    arith = T.arith_tokens(tok)
+    batch = T.make_batch(T.parse_args(base), tok, 5)
+    lines = T.line_starts(batch.ids, batch.prompt_lengths, arith)
+    for r in range(len(batch.ids)):
+        row, plen = batch.ids[r].tolist(), int(batch.prompt_lengths[r])
+        answer = row[plen:row.index(EOS_ID, plen)]
+        want = [plen] + [plen + i + 1 for i, t in enumerate(answer) if t == arith.newline]
+        want.append(plen + len(answer))                       # the answer's EOS
+        assert lines[r].nonzero()[:, 0].tolist() == want
+        assert tok.decode([row[want[-2]]]) == "####"          # the last line is `#### N`
+    args = T.parse_args(base + ["--frontier-at-results", "0.5", "--frontier-at-lines", "0.5"])
+    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    starts = T.result_starts(batch.ids, batch.prompt_lengths, arith)
+    at_results = (cuts & starts).any(1)
+    at_lines = (cuts & lines).any(1)
+    assert bool((at_results ^ at_lines).all())                # every row one kind, never both
+    assert 0 < int(at_results.sum()) < len(cuts)
+    assert torch.equal(cuts[at_lines], lines[at_lines])
+    assert torch.equal(cuts[at_results], starts[at_results])
+
+
 def test_arithmetic_probe_counts_every_computed_result_once():
     """training.probe: one case per `=` result of each held-out answer (the `#### N` line is
     not one), grouped by the operation before it; right <= total."""

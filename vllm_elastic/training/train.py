@@ -168,6 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--frontier-at-results", type=float, default=0.0,
                     help="share of frontier rows whose cut is a result's first digit instead of "
                          "a uniform answer position (see frontier_cuts)")
+    ap.add_argument("--frontier-at-lines", type=float, default=0.0,
+                    help="share of frontier rows whose cut is the first token of an answer "
+                         "line (the event a step restates, or the `####` that ends it) instead of "
+                         "a uniform answer position; drawn after --frontier-at-results' rows")
     ap.add_argument("--drill-frac", type=float, default=0.0,
                     help="long task: share of problems that are bare arithmetic drills "
                          "(long_data.drill, 2-12 operations)")
@@ -423,13 +427,15 @@ class ArithTokens(NamedTuple):
     equals: int           # "="
     hashes: int           # "####"
     space: int            # " " (between "####" and the answer)
+    newline: int          # "\n" (between the answer's lines)
 
 
 def arith_tokens(tokenizer) -> ArithTokens:
-    """The token ids result_digits looks for (the tokenizer splits digits one per token)."""
+    """The token ids result_digits and line_starts look for (the tokenizer splits digits one
+    per token)."""
     one = {tokenizer.decode([i]): i for i in range(len(tokenizer))}
     return ArithTokens(torch.tensor([one[str(d)] for d in range(10)]), one["="], one["####"],
-                       one[" "])
+                       one[" "], one["\n"])
 
 
 def result_digits(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTokens
@@ -457,16 +463,38 @@ def result_starts(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: Arith
     return digits & ~after_digit
 
 
+def line_starts(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTokens
+                ) -> torch.Tensor:
+    """bool [B, L]: the first token of every answer line (the answer's first token and every
+    token after a "\\n") and the answer's first EOS (where the last line stops); the padding
+    EOS after it are not lines."""
+    n = ids.shape[1]
+    pos = torch.arange(n)[None, :]
+    after_newline = torch.zeros_like(ids, dtype=torch.bool)
+    after_newline[:, 1:] = ids[:, :-1] == tokens.newline
+    starts = (after_newline & (pos > prompt_lengths[:, None])) | (pos == prompt_lengths[:, None])
+    eos = (ids == EOS_ID) & (pos >= prompt_lengths[:, None])
+    first_eos = torch.where(eos, pos, n).min(1).values
+    return (starts & (pos < first_eos[:, None])) | (pos == first_eos[:, None])
+
+
 def frontier_cuts(args: argparse.Namespace, ids: torch.Tensor, prompt_lengths: torch.Tensor,
                   tokens: ArithTokens | None, step: int) -> torch.Tensor | None:
-    """bool [B, L]: where the --frontier-at-results share of rows put their frontier cut (a
-    result's first digit: the window then opens on the arithmetic a left-to-right decoder must
-    do, instead of on words ~90% of the time), or None. A pure function of (seed, step)."""
-    if args.frontier_at_results <= 0:
+    """bool [B, L]: where frontier rows put their cut, or None. The --frontier-at-results share
+    of rows cut at a result's first digit (the window then opens on the arithmetic a
+    left-to-right decoder must do, instead of on words ~90% of the time); the next
+    --frontier-at-lines share at a line's first token (the leftmost prediction is then the
+    copy of the prompt's next event, `Day 5: Dan sells 6`, or the decision to stop with
+    `####`: per token the long model got those wrong most often after run 8). The rest keep the
+    uniform cut. A pure function of (seed, step)."""
+    if args.frontier_at_results <= 0 and args.frontier_at_lines <= 0:
         return None
     rng = random.Random(f"frontier-cuts-{args.seed}-{step}")
-    rows = torch.tensor([rng.random() < args.frontier_at_results for _ in range(len(ids))])
-    return result_starts(ids, prompt_lengths, tokens) & rows[:, None]
+    draws = torch.tensor([rng.random() for _ in range(len(ids))])
+    at_results = draws < args.frontier_at_results
+    at_lines = ~at_results & (draws < args.frontier_at_results + args.frontier_at_lines)
+    return ((result_starts(ids, prompt_lengths, tokens) & at_results[:, None])
+            | (line_starts(ids, prompt_lengths, tokens) & at_lines[:, None]))
 
 
 def result_rows(args: argparse.Namespace, kinds: tuple[str, ...], step: int
@@ -696,7 +724,7 @@ def train(args: argparse.Namespace) -> dict:
     model.train()
 
     arith = (arith_tokens(tokenizer) if args.results_frac > 0 or args.frontier_at_results > 0
-             else None)
+             or args.frontier_at_lines > 0 else None)
     budget = args.minutes * 60
     log = open(log_path, "a")
     from tqdm import tqdm
