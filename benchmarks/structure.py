@@ -2,6 +2,8 @@
 
     python benchmarks/structure.py --model examples/models/llada-tiny-arith --n 24 \
         --gen-length 128 --out benchmarks/results/structure
+    python benchmarks/structure.py --model examples/models/llada-long-arith --task long \
+        --n 6 --gen-length 320 --out benchmarks/results/structure_long
 
 Plain PyTorch (the reference model, no vLLM, no cache): every held-out prompt is decoded with
 full recompute under Elastic-Cache's window schedule committing one token per step (window
@@ -251,11 +253,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--gen-length", type=int, default=128)
     ap.add_argument("--out", default="benchmarks/results/structure")
+    ap.add_argument("--task", choices=("arith", "long"), default="arith",
+                    help="held-out problems of the tiny task or of the long-answer task")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from transformers import AutoTokenizer
 
     from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training import long_data
     from vllm_elastic.training.data import chat_prompt_ids, test_problem_list
 
     torch.manual_seed(0)
@@ -263,7 +271,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     collector = Collector(model.config.n_layers, max_distance=48)
     steps = 0
-    for problem in test_problem_list(args.n):
+    problems = (long_data.test_problem_list if args.task == "long" else test_problem_list)
+    for problem in problems(args.n):
         steps += decode_and_trace(model, chat_prompt_ids(tokenizer, problem.question),
                                   args.gen_length, collector)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -272,7 +281,8 @@ def main() -> None:
     write_report(
         args.out + ".md", f"Attention and KV structure of `{args.model}`",
         f"{args.n} held-out problems, gen {args.gen_length}, window schedule committing one "
-        f"token per step (greedy, full recompute, fp32), {steps} steps traced.",
+        f"token per step (greedy, full recompute, fp32), {steps} steps traced, "
+        f"{torch.get_num_threads()} torch thread(s).",
         table(collector) + [
             "", "Drift: 1 - cosine between a token's K (or V) at consecutive steps, mean over "
             "tokens of the group (the token committed in between excluded). Tracked token's "

@@ -259,3 +259,32 @@ def test_arithmetic_probe_counts_every_computed_result_once():
             want[probe.OPERATIONS[op]] += 1
     assert {k: v[1] for k, v in tally.items()} == want and sum(want.values()) > 8
     assert all(0 <= right <= total for right, total in tally.values())
+
+
+def test_token_probe_counts_every_answer_token_once_by_category():
+    """training.probe --tokens: every answer token (its EOS included) once, under its kind;
+    two `stop` tokens per answer (`####` and the EOS), the result digits as result_digits finds
+    them; right <= total."""
+    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training import data, probe
+    from vllm_elastic.training import train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
+    tally = probe.tokens_by_category(model, tok, n=4)
+    problems = long_data.test_problem_list(4)
+    answers = {}
+    for p in problems:
+        answers.setdefault(p.template, []).append(data.answer_ids(tok, p.solution))
+    assert set(tally) == set(answers)
+    for kind, rows in answers.items():
+        assert sum(t for _, t in tally[kind].values()) == sum(len(a) for a in rows)
+        assert tally[kind]["stop"][1] == 2 * len(rows)
+        assert all(0 <= right <= total for right, total in tally[kind].values())
+    results = 0
+    for p in problems:
+        prompt = data.chat_prompt_ids(tok, p.question)
+        ids = torch.tensor([prompt + data.answer_ids(tok, p.solution)])
+        results += int(T.result_digits(ids, torch.tensor([len(prompt)]), T.arith_tokens(tok)).sum())
+    assert sum(tally[k]["result"][1] for k in tally) == results > 0
