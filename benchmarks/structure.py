@@ -86,6 +86,7 @@ class Collector:
         self.by_distance_count = torch.zeros(num_layers, max_distance)
         self.sim_torch = [[] for _ in range(num_layers)]
         self.sim_floor = [[] for _ in range(num_layers)]
+        self.faint_keys = [[] for _ in range(num_layers)]
         self.tracked_drift_rank = [[] for _ in range(num_layers)]
 
     def compare(self, prev, cur, tokens_prev, canvas, committed: int, window) -> None:
@@ -131,6 +132,10 @@ class Collector:
             rows_new, rows_old = b.probs[:, [top]], a.probs[:, [top]]
             self.sim_torch[layer].append(self._similarity(rows_new, rows_old, 0.0))
             self.sim_floor[layer].append(self._similarity(rows_new, rows_old, 1e-6))
+            # Keys the tracked token attends to with weight norm over heads < 1e-6 in both rows:
+            # their head-axis cosine is ~0 (torch's eps), whatever the drift.
+            faint = (rows_new.norm(dim=0) < 1e-6) & (rows_old.norm(dim=0) < 1e-6)
+            self.faint_keys[layer].append(float(faint.float().mean()))
 
     @staticmethod
     def _similarity(new: torch.Tensor, old: torch.Tensor, min_weight: float) -> float:
@@ -235,7 +240,8 @@ def plots(c: Collector, out: str) -> None:
 def table(c: Collector) -> list[str]:
     lines = ["| layer | K drift prompt | K drift decoded | K drift masked | V drift decoded "
              "| tracked token's K-drift rank | off-window MASK share | similarity (torch) "
-             "| similarity (keys >= 1e-6) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| similarity (keys >= 1e-6) | faint keys | steps < 0.9 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for layer in range(c.L):
         lines.append(
             f"| {layer} | {mean(c.drift['prompt'][layer]):.2e} "
@@ -243,7 +249,8 @@ def table(c: Collector) -> list[str]:
             f"| {mean(c.v_drift['decoded'][layer]):.2e} "
             f"| {mean(c.tracked_drift_rank[layer]):.2f} "
             f"| {mean(c.offwindow_share[layer]):.3f} | {mean(c.sim_torch[layer]):.3f} "
-            f"| {mean(c.sim_floor[layer]):.3f} |")
+            f"| {mean(c.sim_floor[layer]):.3f} | {mean(c.faint_keys[layer]):.3f} "
+            f"| {mean([float(x < 0.9) for x in c.sim_torch[layer]]):.2f} |")
     return lines
 
 
@@ -291,7 +298,11 @@ def main() -> None:
             "Off-window MASK share: the share of the window rows' attention (summed over heads "
             "and rows) that lands on masked positions past the window. Similarity: "
             "Elastic-Cache's statistic (cosine along the head axis, mean over keys) between the "
-            "tracked token's attention rows at consecutive steps.", "",
+            "tracked token's attention rows at consecutive steps. Faint keys: the share of keys "
+            "whose weight norm over heads, in the tracked token's row, is below 1e-6 at both "
+            "steps (their cosine is ~0 under torch's eps, whatever the drift). Steps < 0.9: the "
+            "share of steps where the statistic as computed is below gamma 0.9 at that layer "
+            "(Elastic-Cache refreshes from the first such layer on).", "",
             f"![drift]({name}_drift.png) ![mass vs drift]({name}_mass_vs_drift.png)",
             f"![off-window]({name}_offwindow.png) ![similarity]({name}_similarity.png)"])
 
