@@ -1,9 +1,9 @@
-"""The attention/KV structure Elastic-Cache relies on, measured on the trained tiny model.
+"""The attention/KV structure Elastic-Cache relies on, measured on a trained model.
 
     python benchmarks/structure.py --model examples/models/llada-tiny-arith --n 24 \
         --gen-length 128 --out benchmarks/results/structure
     python benchmarks/structure.py --model examples/models/llada-long-arith --task long \
-        --n 6 --gen-length 320 --out benchmarks/results/structure_long
+        --n 4 --gen-length 320 --threads 2 --out benchmarks/results/structure_long
 
 Plain PyTorch (the reference model, no vLLM, no cache): every held-out prompt is decoded with
 full recompute under Elastic-Cache's window schedule committing one token per step (window
