@@ -391,6 +391,14 @@ def frontier_rows(args: argparse.Namespace, prompt_lengths: torch.Tensor, step: 
                          for pl in prompt_lengths])
 
 
+def first_answer_eos(ids: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """[B]: the position of each row's first EOS at or after its prompt (L if none)."""
+    n = ids.shape[1]
+    pos = torch.arange(n)[None, :]
+    answer_eos = (ids == EOS_ID) & (pos >= prompt_lengths[:, None])
+    return torch.where(answer_eos, pos, n).min(1).values
+
+
 def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torch.Tensor,
                    window: int, generator: torch.Generator, cuts: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,8 +415,7 @@ def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torc
     model after 27M tokens predicted 98% of operands but 34% of result digits at the frontier."""
     b, n = ids.shape
     pos = torch.arange(n)[None, :]
-    answer_eos = (ids == EOS_ID) & (pos >= prompt_lengths[:, None])
-    answer_end = torch.where(answer_eos, pos, n - 1).min(1).values
+    answer_end = first_answer_eos(ids, prompt_lengths).clamp(max=n - 1)
     span = (answer_end - prompt_lengths + 1).clamp(min=1)
     cut = prompt_lengths + (torch.rand(b, generator=generator) * span).long().clamp(max=span - 1)
     if cuts is not None and bool(cuts.any()):  # rows cut at one of their allowed positions
@@ -473,8 +480,7 @@ def line_starts(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTo
     after_newline = torch.zeros_like(ids, dtype=torch.bool)
     after_newline[:, 1:] = ids[:, :-1] == tokens.newline
     starts = (after_newline & (pos > prompt_lengths[:, None])) | (pos == prompt_lengths[:, None])
-    eos = (ids == EOS_ID) & (pos >= prompt_lengths[:, None])
-    first_eos = torch.where(eos, pos, n).min(1).values
+    first_eos = first_answer_eos(ids, prompt_lengths)
     return (starts & (pos < first_eos[:, None])) | (pos == first_eos[:, None])
 
 
