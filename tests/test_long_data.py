@@ -93,6 +93,32 @@ def test_drill_share_of_a_long_batch():
                        T.make_batch(T.parse_args(base + ["--drill-frac", "0"]), tok, 3)[0])
 
 
+def test_eos_tail_of_a_long_batch_follows_the_flag():
+    """--eos-tail-max bounds the EOS padding after a batch's longest answer (G minus the
+    longest answer), and a large value gives tails a short one never does, so the masks left
+    after a frontier stop counting the answer's remaining tokens."""
+    from vllm_elastic.checkpoint import build_tokenizer
+    from vllm_elastic.training import data, train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+
+    def tails(extra: list[str]) -> list[int]:
+        args = T.parse_args(base + extra)
+        out = []
+        for step in range(40):
+            batch = T.make_batch(args, tok, step)
+            answer_lengths = T.first_answer_eos(batch.ids, batch.prompt_lengths) \
+                - batch.prompt_lengths
+            out.append(batch.gen_length - int(answer_lengths.max()))
+        return out
+
+    short, wide = tails([]), tails(["--eos-tail-max", "256"])
+    assert min(short) >= 0 and max(short) <= 32
+    assert min(wide) >= 0 and max(wide) <= 256 and max(wide) > 64
+
+
 def test_facts_are_right_independent_and_in_range():
     """long_data.facts (training only, --facts-frac): each line is one of the prompt's
     expressions, worked right, values in 0..99; no result is a later line's operand by

@@ -144,7 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # data
     ap.add_argument("--gen-length", type=int, default=32,
                     help="EOS-padded answer length of most batches (answers are <= 20 tokens); "
-                         "0: the batch's longest answer plus 0-32 tokens (long task)")
+                         "0: the batch's longest answer plus 0 to --eos-tail-max tokens (long task)")
+    ap.add_argument("--eos-tail-max", type=int, default=32,
+                    help="long task: most EOS padding after a batch's longest answer (drawn "
+                         "uniformly from 0 to this). Small values let the count of masks left "
+                         "after a frontier tell the model where the answer ends, which decoding "
+                         "into a 320/512 canvas never does (see _long_batch)")
     ap.add_argument("--batch-tokens", type=int, default=0,
                     help="with --gen-length 0: rows per batch = batch_tokens / longest row")
     ap.add_argument("--min-steps", type=int, default=2,
@@ -314,8 +319,14 @@ def make_batch(args: argparse.Namespace, tokenizer, step: int) -> Batch:
 def _long_batch(args: argparse.Namespace, tokenizer, step: int) -> Batch:
     """Long task: about --batch-tokens tokens per batch, rows of similar length (a random run
     of 64 problems sorted by length, so little compute goes to padding). G is the batch's
-    longest answer plus 0-32 EOS or, with probability --long-frac, one of --long-gen-lengths
-    (so the EOS-padded 256/512 canvases of evaluation are familiar)."""
+    longest answer plus 0 to --eos-tail-max EOS or, with probability --long-frac, one of
+    --long-gen-lengths (so the EOS-padded 256/512 canvases of evaluation are familiar).
+
+    Why the tail matters: batches hold problems of similar length, so with a short tail the
+    masks left after a frontier count the answer's remaining tokens. The step-27,852 model
+    learned its stop decision from that count instead of the prompt's: decoding left to right
+    into a 320-token canvas it wrote lines past the asked minute count, into an answer-sized
+    canvas it stopped early (the model card has the figures)."""
     rng = random.Random(f"batch-{args.seed}-{step}")
     f = curriculum_progress(args, step)
     short = args.short_start + (args.short_end - args.short_start) * f
@@ -332,7 +343,7 @@ def _long_batch(args: argparse.Namespace, tokenizer, step: int) -> Batch:
         lengths = [int(x) for x in args.long_gen_lengths.split(",")]
         weights = [float(x) for x in args.long_weights.split(",")]
         fixed = rng.choices(lengths, weights)[0]
-    extra = rng.randint(0, 32)
+    extra = rng.randint(0, args.eos_tail_max)
     start = rng.randrange(len(rows) - 1)
     end = start + 2
     while end < len(rows):  # grow the run while it fits the token budget
