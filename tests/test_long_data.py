@@ -314,3 +314,50 @@ def test_token_probe_counts_every_answer_token_once_by_category():
         ids = torch.tensor([prompt + data.answer_ids(tok, p.solution)])
         results += int(T.result_digits(ids, torch.tensor([len(prompt)]), T.arith_tokens(tok)).sum())
     assert sum(tally[k]["result"][1] for k in tally) == results > 0
+
+
+def test_free_probe_finds_the_first_slip(monkeypatch):
+    """training.probe --free: a decoder that writes the true answer is exact everywhere; one
+    that ends after the first line slips `stop_early` there; one that changes the first result
+    digit slips on a `result`; a real (random) model is accounted once per problem."""
+    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training import data, probe
+    from vllm_elastic.training import train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
+    eos, newline = tok.eos_token_id, T.arith_tokens(tok).newline
+    problems = long_data.test_problem_list(3)
+    truth = {tuple(data.chat_prompt_ids(tok, p.question)): data.answer_ids(tok, p.solution)
+             for p in problems}
+
+    def decoder(edit):
+        return lambda _model, prompt, params: edit(list(truth[tuple(prompt)])) + \
+            [eos] * params.gen_length
+
+    def stop_after_first_line(answer):
+        cut = answer.index(newline) + 1
+        return answer[:cut] + tok.encode("#### 1", add_special_tokens=False) + [eos]
+
+    def wrong_first_result(answer):
+        ids = torch.tensor([[0] + answer])
+        first = int(T.result_digits(ids, torch.tensor([1]), T.arith_tokens(tok))[0].nonzero()[0])
+        digits = T.arith_tokens(tok).digits.tolist()
+        answer[first - 1] = digits[(digits.index(answer[first - 1]) + 1) % 10]
+        return answer
+
+    monkeypatch.setattr(probe, "generate", decoder(lambda a: a))
+    got = probe.first_slips(model, tok, n=3, gen_length=320)
+    assert got["exact"] == 3 and got["first_slip"] == {}
+    assert got["lines_right_mean"] == round(sum(a.count(newline) for a in truth.values()) / 3, 2)
+    monkeypatch.setattr(probe, "generate", decoder(stop_after_first_line))
+    got = probe.first_slips(model, tok, n=3, gen_length=0)
+    assert got["exact"] == 0 and got["first_slip"] == {"stop_early": 3}
+    assert got["lines_right_mean"] == 1
+    monkeypatch.setattr(probe, "generate", decoder(wrong_first_result))
+    assert probe.first_slips(model, tok, n=3)["first_slip"] == {"result": 3}
+    monkeypatch.undo()
+    real = probe.first_slips(model, tok, n=3, gen_length=16)
+    assert real["exact"] + sum(real["first_slip"].values()) == 3
+    assert sum(total for _, total in real["by_kind"].values()) == 3

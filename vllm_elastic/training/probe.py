@@ -2,6 +2,7 @@
 
     python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 60
     python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --tokens
+    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --free 320
 
 For every result of a held-out worked answer (`45+4=49`: the `49`), the true answer is shown up
 to the result and everything from the result on is masked, as a left-to-right decoder sees it;
@@ -17,6 +18,10 @@ an `operand` digit (a copy: of the prompt's event, of the previous result, or a 
 number), `stop` (`####` or the answer's EOS: whether the model ends where the prompt says),
 `newline`, or `word`. Exact match needs every one of them right; this says which kind of token
 the model still gets wrong.
+
+`--free G` decodes instead (left to right, greedy, the model's own tokens before each one) into
+G masks, or with `--free 0` into an answer-sized canvas, and reports where each answer first
+goes wrong: the probe closest to exact match.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import json  # noqa: E402
 import torch  # noqa: E402
 
 from vllm_elastic.checkpoint import MASK_ID  # noqa: E402
-from vllm_elastic.reference import ReferenceLLaDA  # noqa: E402
+from vllm_elastic.params import DiffusionParams  # noqa: E402
+from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
 from vllm_elastic.training import data, long_data  # noqa: E402
 from vllm_elastic.training.train import (arith_tokens, load_tokenizer, result_digits,  # noqa: E402
                                          result_starts)
@@ -74,6 +80,61 @@ def results_by_operation(model: ReferenceLLaDA, tokenizer, n: int = 60) -> dict[
     return tally
 
 
+def token_category(t: int, is_result: bool, tokens, eos: int) -> str:
+    """What an answer token is: a `result` digit, an `operand` digit, `stop` (`####` or EOS),
+    `newline` or `word`."""
+    return ("result" if is_result else
+            "operand" if bool(torch.isin(torch.tensor(t), tokens.digits)) else
+            "stop" if t in (eos, tokens.hashes) else
+            "newline" if t == tokens.newline else "word")
+
+
+@torch.no_grad()
+def first_slips(model: ReferenceLLaDA, tokenizer, n: int = 20, gen_length: int = 320
+                ) -> dict:
+    """Free left-to-right greedy decoding (the window schedule with a window of one token, so
+    each token sees only the model's own earlier ones) of `n` held-out problems into a canvas
+    of `gen_length` masks (0: the answer's own length plus 8, a canvas whose size gives the
+    answer's end away), compared with the true answer at its first differing token.
+
+    Returns exact matches, whole answer lines (newline included) before the first slip (mean),
+    and the first slip's category: the true token's (token_category; so `stop` means the model
+    went on where the answer ends), or `stop_early` where it wrote `####`/EOS and the answer
+    goes on. Unlike --tokens, errors here compound:
+    this is the probe closest to held-out exact match, and says what breaks first."""
+    tokens = arith_tokens(tokenizer)
+    eos = model.config.eos_token_id
+    slips: dict[str, int] = {}
+    exact, lines_right, by_kind = 0, [], {}
+    for p in long_data.test_problem_list(n):
+        prompt = data.chat_prompt_ids(tokenizer, p.question)
+        answer = data.answer_ids(tokenizer, p.solution)
+        g = gen_length or len(answer) + 8
+        params = DiffusionParams(gen_length=g, schedule="window", window_length=1,
+                                 threshold=None, tokens_per_iter=1)
+        out = cut_at_eos(generate(model, prompt, params), eos)
+        ids = torch.tensor([prompt + answer])
+        results = result_digits(ids, torch.tensor([len(prompt)]), tokens)[0, len(prompt):]
+        k = next((i for i, (a, b) in enumerate(zip(out, answer)) if a != b),
+                 min(len(out), len(answer)))
+        right = k == len(answer) == len(out)
+        exact += right
+        kind = by_kind.setdefault(p.template, [0, 0])
+        kind[0] += right
+        kind[1] += 1
+        lines_right.append(answer[:k].count(tokens.newline))
+        if not right:
+            truth = answer[k] if k < len(answer) else eos
+            category = ("stop_early" if k < len(out) and out[k] in (eos, tokens.hashes)
+                        and truth not in (eos, tokens.hashes)
+                        else token_category(truth, k < len(answer) and bool(results[k]),
+                                            tokens, eos))
+            slips[category] = slips.get(category, 0) + 1
+    return {"gen_length": gen_length, "exact": exact, "by_kind": by_kind,
+            "lines_right_mean": round(sum(lines_right) / max(1, len(lines_right)), 2),
+            "first_slip": slips}
+
+
 @torch.no_grad()
 def tokens_by_category(model: ReferenceLLaDA, tokenizer, n: int = 20
                        ) -> dict[str, dict[str, list[int]]]:
@@ -95,10 +156,7 @@ def tokens_by_category(model: ReferenceLLaDA, tokenizer, n: int = 20
         for r in range(length - plen):
             c = plen + r
             t = int(ids[0, c])
-            category = ("result" if results[c] else
-                        "operand" if bool(torch.isin(ids[0, c], tokens.digits)) else
-                        "stop" if t in (eos, tokens.hashes) else
-                        "newline" if t == tokens.newline else "word")
+            category = token_category(t, bool(results[c]), tokens, eos)
             right_total = by_category.setdefault(category, [0, 0])
             right_total[0] += int(pred[r, c]) == t
             right_total[1] += 1
@@ -112,11 +170,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokens", action="store_true",
                     help="every answer token by kind and category instead of whole results")
+    ap.add_argument("--free", type=int, default=None, metavar="GEN_LENGTH",
+                    help="free left-to-right decoding into GEN_LENGTH masks (0: the answer's "
+                         "length + 8) and where it first slips (see first_slips)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = ReferenceLLaDA.from_pretrained(a.model).float().eval()
-    probe = tokens_by_category if a.tokens else results_by_operation
-    tally = probe(model, load_tokenizer(a.model), a.n)
+    tokenizer = load_tokenizer(a.model)
+    if a.free is not None:
+        tally = first_slips(model, tokenizer, a.n, a.free)
+    elif a.tokens:
+        tally = tokens_by_category(model, tokenizer, a.n)
+    else:
+        tally = results_by_operation(model, tokenizer, a.n)
     print(json.dumps({"model": a.model, "n": a.n, **tally}))
 
 
