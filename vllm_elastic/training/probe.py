@@ -100,8 +100,8 @@ def first_slips(model: ReferenceLLaDA, tokenizer, n: int = 20, gen_length: int =
     Returns exact matches, whole answer lines (newline included) before the first slip (mean),
     and the first slip's category: the true token's (token_category; so `stop` means the model
     went on where the answer ends), or `stop_early` where it wrote `####`/EOS and the answer
-    goes on. Unlike --tokens, errors here compound:
-    this is the probe closest to held-out exact match, and says what breaks first."""
+    goes on. Unlike --tokens, errors here compound: this is the probe closest to held-out exact
+    match, and says what breaks first."""
     tokens = arith_tokens(tokenizer)
     eos = model.config.eos_token_id
     slips: dict[str, int] = {}
