@@ -144,7 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # data
     ap.add_argument("--gen-length", type=int, default=32,
                     help="EOS-padded answer length of most batches (answers are <= 20 tokens); "
-                         "0: the batch's longest answer plus 0 to --eos-tail-max tokens (long task)")
+                         "0: the batch's longest answer plus 0 to --eos-tail-max tokens "
+                         "(long task)")
     ap.add_argument("--eos-tail-max", type=int, default=32,
                     help="long task: most EOS padding after a batch's longest answer (drawn "
                          "uniformly from 0 to this). Small values let the count of masks left "
