@@ -21,13 +21,18 @@ Rows (the issue's benchmark plan), each at every gen length:
 Requests run one at a time (`--concurrency 1`, the paper's setting) unless told otherwise.
 Throughput counts only tokens the user receives: the answer before its first EOS (the
 authors' harness counted the MASK tail after an early EOS and had to publish an erratum).
-Writes OUT.md (table + command + machine + date), OUT.json (raw rows) and OUT.png (speedup
-and accuracy vs gamma).
+Writes OUT.md (table + command + machine + date), OUT.json (raw rows), OUT.png (speedup
+and accuracy vs gamma) and OUT.requests.jsonl (every request as it finishes: its tokens,
+accounting and seconds). The long model's full table takes many CPU hours, more than one
+session: `--max-minutes` stops starting requests after a budget, and `--resume` keeps the log's
+requests (same weights, same task) and runs only the missing ones; a row's time is the sum of
+its requests' times, so a row finished over several runs is timed like one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -72,35 +77,87 @@ def answer_tokens(token_ids: list[int], eos_id: int) -> list[int]:
     return token_ids[: token_ids.index(eos_id)] if eos_id in token_ids else list(token_ids)
 
 
-def run_config(llm, prompts, extra: dict, concurrency: int):
+def weights_digest(model: str) -> str:
+    """sha256 of the checkpoint's weight files: a resumed benchmark must measure the same model."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(model)):
+        if name.endswith(".safetensors"):
+            with open(os.path.join(model, name), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def load_requests(path: str, header: dict, resume: bool) -> dict[tuple, dict]:
+    """The per-request log OUT.requests.jsonl: its first line is `header` (model digest, task),
+    every other line one finished request. Without `resume` the log starts afresh; with it, the
+    requests already there are kept, keyed by (config, gen_length, problem index), and a log of
+    another model or task is refused rather than mixed in."""
+    done = {}
+    if resume and os.path.exists(path):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if lines and lines[0] != header:
+            differ = sorted(k for k in header if lines[0].get(k) != header[k])
+            raise SystemExit(f"--resume: {path} was written for another {', '.join(differ)} "
+                             f"({lines[0]}); move it away or drop --resume")
+        done = {(r["config"], r["gen_length"], r["index"]): r for r in lines[1:]}
+    if not done:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w") as f:
+            f.write(json.dumps(header) + "\n")
+    return done
+
+
+def run_row(llm, name: str, extra: dict, gen: int, prompts, problems, concurrency: int,
+            done: dict, log_path: str, deadline: float) -> list[dict] | None:
+    """Runs the row's requests that `done` lacks, `concurrency` at a time, appending each to the
+    log as it finishes (so a killed or budgeted run loses at most one batch). Returns the row's
+    requests in problem order, or None when the deadline stopped it first."""
     from vllm import SamplingParams
 
-    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=extra)
-    outputs, start = [], time.perf_counter()
-    for i in range(0, len(prompts), concurrency):
-        batch = [{"prompt_token_ids": p} for p in prompts[i: i + concurrency]]
-        outputs += llm.generate(batch, sp, use_tqdm=False)
-    return outputs, time.perf_counter() - start
+    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=dict(extra, gen_length=gen))
+    todo = [i for i in range(len(prompts)) if (name, gen, i) not in done]
+    for at in range(0, len(todo), concurrency):
+        if time.time() > deadline:
+            return None
+        batch = todo[at: at + concurrency]
+        start = time.perf_counter()
+        outputs = llm.generate([{"prompt_token_ids": prompts[i]} for i in batch], sp,
+                               use_tqdm=False)
+        seconds = (time.perf_counter() - start) / len(batch)  # a batch's time, shared evenly
+        with open(log_path, "a") as f:
+            for i, o in zip(batch, outputs):
+                done[(name, gen, i)] = record = {
+                    "config": name, "gen_length": gen, "index": i,
+                    "question": problems[i].question, "text": o.outputs[0].text,
+                    "token_ids": list(o.outputs[0].token_ids),
+                    "accounting": o.kv_transfer_params["diffusion"], "seconds": seconds,
+                    "date": time.strftime("%Y-%m-%d", time.gmtime())}
+                f.write(json.dumps(record) + "\n")
+    return [done[(name, gen, i)] for i in range(len(prompts))]
 
 
-def summarize(name, gen_length, outputs, seconds, problems, eos_id, extract_answer):
-    texts = [o.outputs[0].text for o in outputs]
-    ids = [list(o.outputs[0].token_ids) for o in outputs]
-    acct = [o.kv_transfer_params["diffusion"] for o in outputs]
+def summarize(requests: list[dict], problems, eos_id, extract_answer) -> dict:
+    """One table row from its requests (the log's records, in problem order)."""
+    acct = [r["accounting"] for r in requests]
+    ids = [r["token_ids"] for r in requests]
+    n, seconds = len(requests), sum(r["seconds"] for r in requests)
     tokens = sum(len(answer_tokens(t, eos_id)) for t in ids)
-    correct = sum(extract_answer(t) == p.answer for t, p in zip(texts, problems))
+    correct = sum(extract_answer(r["text"]) == p.answer for r, p in zip(requests, problems))
     sum_of = lambda key: sum(a[key] for a in acct)  # noqa: E731
     return {
-        "config": name, "gen_length": gen_length, "n": len(outputs),
-        "accuracy": correct / len(outputs), "tokens": tokens, "seconds": seconds,
-        "tokens_per_s": tokens / seconds, "s_per_request": seconds / len(outputs),
-        "steps_per_request": sum_of("steps") / len(outputs),
+        "config": requests[0]["config"], "gen_length": requests[0]["gen_length"], "n": n,
+        "accuracy": correct / n, "tokens": tokens, "seconds": seconds,
+        "tokens_per_s": tokens / seconds, "s_per_request": seconds / n,
+        "steps_per_request": sum_of("steps") / n,
         # Per layer: the share of steps in which the layer ran every position.
         "refresh_rate_per_layer": [sum(a["refreshes_per_layer"][i] for a in acct)
                                    / max(1, sum_of("steps"))
                                    for i in range(len(acct[0]["refreshes_per_layer"]))],
         "work_fraction": sum_of("token_layer_evals") / sum_of("token_layer_evals_full"),
         "ratio_to_compute_bound": sum_of("token_layer_evals") / sum_of("token_layer_evals_query"),
+        "dates": sorted({r["date"] for r in requests}),
         "token_ids": ids,
     }
 
@@ -178,6 +235,12 @@ def main() -> None:
     ap.add_argument("--task", choices=("arith", "long"), default="arith",
                     help="held-out problems: data.py's two-step ones or long_data.py's")
     ap.add_argument("--out", default="benchmarks/results/policies")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the requests OUT.requests.jsonl already holds (same model "
+                         "weights and task) and run only the missing ones")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="start no request after this many minutes; the tables then hold the "
+                         "finished rows, and --resume carries on")
     args = ap.parse_args()
 
     from report import write_report
@@ -190,28 +253,41 @@ def main() -> None:
     problems = task_data(args.task).test_problem_list(args.n)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = [chat_prompt_ids(tokenizer, p.question) for p in problems]
+    log_path = args.out + ".requests.jsonl"
+    done = load_requests(log_path, {"model_sha256": weights_digest(args.model),
+                                    "task": args.task}, args.resume)
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else float("inf")
     max_len = max(len(p) for p in prompts) + max(args.gen_lengths)
     llm = LLM(model=args.model, dtype="float32", max_model_len=max_len,
               max_num_seqs=max(1, args.concurrency))
-    rows = []
+    rows, unfinished = [], []
     for gen in args.gen_lengths:
         for name, extra in configs(args.gammas, args.w1_gammas):
             if args.configs and name not in args.configs:
                 continue
-            outputs, seconds = run_config(llm, prompts, dict(extra, gen_length=gen),
-                                          args.concurrency)
-            row = summarize(name, gen, outputs, seconds, problems, tokenizer.eos_token_id,
-                            extract_answer)
+            requests = run_row(llm, name, extra, gen, prompts, problems, args.concurrency,
+                               done, log_path, deadline)
+            if requests is None:
+                unfinished.append(f"gen {gen} {name}")
+                continue
+            row = summarize(requests, problems, tokenizer.eos_token_id, extract_answer)
             rows.append(row)
             print(f"gen {gen} {name}: acc {row['accuracy']:.1%} {row['tokens_per_s']:.1f} tok/s "
                   f"work {row['work_fraction']:.3f}", file=sys.stderr, flush=True)
+    if unfinished:
+        print(f"--max-minutes reached; unfinished rows: {', '.join(unfinished)} (rerun with "
+              f"--resume to finish them)", file=sys.stderr)
     add_comparisons(rows)
     threads = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    dates = sorted({d for r in rows for d in r["dates"]})
     write_report(args.out + ".md", f"Cache policies on `{args.model}`",
                  f"{args.n} held-out problems ({args.task} task), greedy, requests "
                  f"{args.concurrency} at a time, fp32. Model threads: VLLM_CPU_OMP_THREADS_BIND="
                  f"{threads} ('auto' binds the worker to one core on this 2-core machine, the "
-                 f"other reserved).", table(rows))
+                 f"other reserved). Requests measured on {', '.join(dates) or '-'} (per-request "
+                 f"log: `{log_path}`)."
+                 + (f" Unfinished rows, not shown: {', '.join(unfinished)}." if unfinished
+                    else ""), table(rows))
     with open(args.out + ".json", "w") as f:
         json.dump([{k: v for k, v in r.items() if k != "token_ids"} for r in rows], f, indent=1)
     if any(r["config"].startswith("elastic/") for r in rows) and \
