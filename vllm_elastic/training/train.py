@@ -588,12 +588,12 @@ def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
                                  threshold=0.9)
     else:
         params = DiffusionParams(gen_length=gen_length, block_length=block_length, steps=steps)
-    correct, samples = 0, []
-    for question, answer in task_data(task).test_problems(n):
+    correct, samples = [], []
+    for i, (question, answer) in enumerate(task_data(task).test_problems(n)):
         out = generate(model, data.chat_prompt_ids(tokenizer, question), params)
         text = tokenizer.decode(cut_at_eos(out, tokenizer.eos_token_id), skip_special_tokens=True)
-        got = data.extract_answer(text)
-        correct += got == answer
+        if data.extract_answer(text) == answer:
+            correct.append(i)
         if len(samples) < 3:
             samples.append({"q": question, "out": text, "answer": answer})
     problems = task_data(task).test_problem_list(2)
@@ -602,8 +602,9 @@ def evaluate(model: ReferenceLLaDA, tokenizer, n: int, gen_length: int = 64,
     entropy = attention_entropy(model, _pad(rows))
     frontier = frontier_result_accuracy(model, tokenizer, task)
     model.train(was_training)
-    return {"accuracy": correct / n, "attention_entropy": entropy,
-            "frontier_result_accuracy": frontier, "correct": correct, "n": n,
+    return {"accuracy": len(correct) / n, "attention_entropy": entropy,
+            "frontier_result_accuracy": frontier, "correct": len(correct),
+            "correct_indices": correct, "n": n,
             "gen_length": gen_length, "block_length": block_length, "schedule": schedule,
             "task": task, "samples": samples}
 
