@@ -99,6 +99,7 @@ def test_resume_is_exact_and_export_loads(tmp_path):
     assert len(canvas) == 32 and 1 not in canvas
     res = T.evaluate(model, tok, 2, gen_length=32, block_length=32)
     assert res["n"] == 2 and 0.0 <= res["accuracy"] <= 1.0
+    assert res["correct"] == len(res["correct_indices"]) and set(res["correct_indices"]) <= {0, 1}
     assert os.path.getsize(out / "model.safetensors") < 25e6
 
 
