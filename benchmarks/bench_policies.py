@@ -116,7 +116,14 @@ def run_row(llm, name: str, extra: dict, gen: int, prompts, problems, concurrenc
     requests in problem order, or None when the deadline stopped it first."""
     from vllm import SamplingParams
 
-    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=dict(extra, gen_length=gen))
+    params = dict(extra, gen_length=gen)
+    for i in range(len(prompts)):  # a resumed log must hold the same requests
+        r = done.get((name, gen, i))
+        if r and (r["question"], r["params"]) != (problems[i].question, params):
+            raise SystemExit(f"--resume: the log's request {name} gen {gen} #{i} was "
+                             f"{r['question']!r} with {r['params']}, now "
+                             f"{problems[i].question!r} with {params}; start a new log")
+    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args=params)
     todo = [i for i in range(len(prompts)) if (name, gen, i) not in done]
     for at in range(0, len(todo), concurrency):
         if time.time() > deadline:
@@ -129,7 +136,7 @@ def run_row(llm, name: str, extra: dict, gen: int, prompts, problems, concurrenc
         with open(log_path, "a") as f:
             for i, o in zip(batch, outputs):
                 done[(name, gen, i)] = record = {
-                    "config": name, "gen_length": gen, "index": i,
+                    "config": name, "gen_length": gen, "index": i, "params": params,
                     "question": problems[i].question, "text": o.outputs[0].text,
                     "token_ids": list(o.outputs[0].token_ids),
                     "accounting": o.kv_transfer_params["diffusion"], "seconds": seconds,

@@ -42,11 +42,12 @@ def problems(n):
     return [SimpleNamespace(question=f"q{k}", answer=k if k % 2 == 0 else -1) for k in range(n)]
 
 
-def run(tmp_path, llm, n=4, resume=False, deadline=float("inf"), header=HEADER):
+def run(tmp_path, llm, n=4, resume=False, deadline=float("inf"), header=HEADER, extra=None):
     log = str(tmp_path / "out.requests.jsonl")
     done = bench_policies.load_requests(log, header, resume)
-    requests = bench_policies.run_row(llm, "window/none", {}, 64, [[k] for k in range(n)],
-                                      problems(n), 1, done, log, deadline)
+    requests = bench_policies.run_row(llm, "window/none", extra or {"threshold": 0.9}, 64,
+                                      [[k] for k in range(n)], problems(n), 1, done, log,
+                                      deadline)
     return requests, log
 
 
@@ -78,10 +79,12 @@ def test_a_deadline_stops_the_row_before_its_next_request(tmp_path):
         assert len(f.read().splitlines()) == 1  # the header only
 
 
-def test_a_log_of_other_weights_is_refused(tmp_path):
+def test_a_log_of_other_weights_or_parameters_is_refused(tmp_path):
     run(tmp_path, ScriptedLLM())
     with pytest.raises(SystemExit, match="model_sha256"):
         run(tmp_path, ScriptedLLM(), resume=True, header=dict(HEADER, model_sha256="def"))
+    with pytest.raises(SystemExit, match="threshold"):
+        run(tmp_path, ScriptedLLM(), resume=True, extra={"threshold": 0.8})
 
 
 def test_rows_are_summarized_from_the_logged_requests(tmp_path):
