@@ -267,6 +267,40 @@ def test_frontier_at_lines_cuts_at_a_line_start_or_the_answer_eos():
     assert torch.equal(cuts[at_results], starts[at_results])
 
 
+def test_frontier_at_copies_cuts_at_a_word_the_answer_copies_from_the_prompt():
+    """--frontier-at-copies: after the results and lines shares, that share of frontier rows
+    cuts at an answer word token that also occurs in the row's prompt (the day's verb, the shop
+    item, the name); never at a digit, at a word the prompt lacks, or past the answer's EOS."""
+    from vllm_elastic.checkpoint import EOS_ID, build_tokenizer
+    from vllm_elastic.training import train as T
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+            "--batch-tokens", "100000", "--long-frac", "0"]
+    arith = T.arith_tokens(tok)
+    batch = T.make_batch(T.parse_args(base), tok, 5)
+    copies = T.prompt_copies(batch.ids, batch.prompt_lengths, arith)
+    letters = set(arith.letters.tolist())
+    assert not letters & set(arith.digits.tolist()) and arith.newline not in letters
+    for r in range(len(batch.ids)):
+        row, plen = batch.ids[r].tolist(), int(batch.prompt_lengths[r])
+        end = row.index(EOS_ID, plen)
+        want = [i for i in range(plen, end) if row[i] in letters and row[i] in row[:plen]]
+        assert copies[r].nonzero()[:, 0].tolist() == want
+        assert want, "every long answer restates a word of its prompt"
+        words = tok.decode([row[i] for i in want])
+        assert any(w.strip() and w.strip() in tok.decode(row[:plen]) for w in words.split())
+    args = T.parse_args(base + ["--frontier-at-results", "0.3", "--frontier-at-lines", "0.3",
+                                "--frontier-at-copies", "0.4"])
+    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    kinds = torch.stack([(cuts & T.result_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
+                         (cuts & T.line_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
+                         (cuts & copies).any(1)])
+    at_copies = kinds[2] & ~kinds[0] & ~kinds[1]
+    assert bool(at_copies.any()) and torch.equal(cuts[at_copies], copies[at_copies])
+    assert bool(cuts.any(1).all())                           # the shares add up to every row
+
+
 def test_arithmetic_probe_counts_every_computed_result_once():
     """training.probe: one case per `=` result of each held-out answer (the `#### N` line is
     not one), grouped by the operation before it; right <= total."""

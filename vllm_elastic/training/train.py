@@ -178,6 +178,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="share of frontier rows whose cut is the first token of an answer "
                          "line (the event a step restates, or the `####` that ends it) instead of "
                          "a uniform answer position; drawn after --frontier-at-results' rows")
+    ap.add_argument("--frontier-at-copies", type=float, default=0.0,
+                    help="share of frontier rows whose cut is a word the answer copies from the "
+                         "prompt (a name, a day's verb, a shop item; see prompt_copies); drawn "
+                         "after --frontier-at-lines' rows")
     ap.add_argument("--drill-frac", type=float, default=0.0,
                     help="long task: share of problems that are bare arithmetic drills "
                          "(long_data.drill, 2-12 operations)")
@@ -447,14 +451,17 @@ class ArithTokens(NamedTuple):
     hashes: int           # "####"
     space: int            # " " (between "####" and the answer)
     newline: int          # "\n" (between the answer's lines)
+    letters: torch.Tensor  # ids of the tokens with a letter in them (words and word pieces)
 
 
 def arith_tokens(tokenizer) -> ArithTokens:
-    """The token ids result_digits and line_starts look for (the tokenizer splits digits one
-    per token)."""
-    one = {tokenizer.decode([i]): i for i in range(len(tokenizer))}
+    """The token ids result_digits, line_starts and prompt_copies look for (the tokenizer
+    splits digits one per token)."""
+    text = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+    one = {t: i for i, t in enumerate(text)}
+    letters = [i for i, t in enumerate(text) if any(c.isalpha() for c in t)]
     return ArithTokens(torch.tensor([one[str(d)] for d in range(10)]), one["="], one["####"],
-                       one[" "], one["\n"])
+                       one[" "], one["\n"], torch.tensor(letters))
 
 
 def result_digits(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTokens
@@ -496,6 +503,20 @@ def line_starts(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTo
     return (starts & (pos < first_eos[:, None])) | (pos == first_eos[:, None])
 
 
+def prompt_copies(ids: torch.Tensor, prompt_lengths: torch.Tensor, tokens: ArithTokens
+                  ) -> torch.Tensor:
+    """bool [B, L]: the answer's word tokens (a letter in them) that also occur in the row's
+    prompt, before the answer's first EOS: the name, the verb of day k, the k-th shop item, the
+    container and unit, which the answer copies from the prompt's events."""
+    b, n = ids.shape
+    pos = torch.arange(n)[None, :]
+    in_prompt = pos < prompt_lengths[:, None]
+    seen = torch.zeros(b, int(ids.max()) + 1, dtype=torch.bool)  # [row, token id] in prompt
+    seen[torch.arange(b)[:, None].expand(b, n)[in_prompt], ids[in_prompt]] = True
+    in_answer = ~in_prompt & (pos < first_answer_eos(ids, prompt_lengths)[:, None])
+    return seen.gather(1, ids) & torch.isin(ids, tokens.letters) & in_answer
+
+
 def frontier_cuts(args: argparse.Namespace, ids: torch.Tensor, prompt_lengths: torch.Tensor,
                   tokens: ArithTokens | None, step: int) -> torch.Tensor | None:
     """bool [B, L]: where frontier rows put their cut, or None. The --frontier-at-results share
@@ -503,16 +524,24 @@ def frontier_cuts(args: argparse.Namespace, ids: torch.Tensor, prompt_lengths: t
     left-to-right decoder must do, instead of on words ~90% of the time); the next
     --frontier-at-lines share at a line's first token (the leftmost prediction is then the
     copy of the prompt's next event, `Day 5: Dan sells 6`, or the decision to stop with
-    `####`: per token the long model got those wrong most often after run 8). The rest keep the
-    uniform cut. A pure function of (seed, step)."""
-    if args.frontier_at_results <= 0 and args.frontier_at_lines <= 0:
+    `####`: per token the long model got those wrong most often after run 8); the next
+    --frontier-at-copies share at a word the answer copies from the prompt (prompt_copies: after
+    run 10 the first slip of a free left-to-right answer was most often such a word, `Dan sells
+    9` for `loses 9`, a line cut scores it only when the window's draw masks it, and then often
+    with the line's arithmetic visible after it). The rest keep the uniform cut. A pure
+    function of (seed, step)."""
+    shares = (args.frontier_at_results, args.frontier_at_lines, args.frontier_at_copies)
+    if max(shares) <= 0:
         return None
     rng = random.Random(f"frontier-cuts-{args.seed}-{step}")
     draws = torch.tensor([rng.random() for _ in range(len(ids))])
-    at_results = draws < args.frontier_at_results
-    at_lines = ~at_results & (draws < args.frontier_at_results + args.frontier_at_lines)
+    bounds = torch.tensor(shares).cumsum(0)
+    at_results = draws < bounds[0]
+    at_lines = ~at_results & (draws < bounds[1])
+    at_copies = ~at_results & ~at_lines & (draws < bounds[2])
     return ((result_starts(ids, prompt_lengths, tokens) & at_results[:, None])
-            | (line_starts(ids, prompt_lengths, tokens) & at_lines[:, None]))
+            | (line_starts(ids, prompt_lengths, tokens) & at_lines[:, None])
+            | (prompt_copies(ids, prompt_lengths, tokens) & at_copies[:, None]))
 
 
 def result_rows(args: argparse.Namespace, kinds: tuple[str, ...], step: int
@@ -742,8 +771,9 @@ def train(args: argparse.Namespace) -> dict:
           f"{args.layers} layers, d_model {args.d_model}, {args.heads} heads", flush=True)
     model.train()
 
-    arith = (arith_tokens(tokenizer) if args.results_frac > 0 or args.frontier_at_results > 0
-             or args.frontier_at_lines > 0 else None)
+    arith = (arith_tokens(tokenizer) if max(args.results_frac, args.frontier_at_results,
+                                             args.frontier_at_lines, args.frontier_at_copies) > 0
+             else None)
     budget = args.minutes * 60
     log = open(log_path, "a")
     from tqdm import tqdm
