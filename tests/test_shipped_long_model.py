@@ -1,9 +1,8 @@
 """The bundled long-answer model (examples/models/llada-long-arith): the shape the benchmark
-needs, and through vLLM the same tokens as the plain-PyTorch oracle on held-out problems
-(full recompute, window + threshold schedule, the schedule its benchmarks use).
-
-No accuracy floor yet: the model does not solve its task (0/10 held-out at every evaluation
-so far, examples/models/README.md). The floor goes here once it does."""
+needs; through vLLM the same tokens as the plain-PyTorch oracle on held-out problems (full
+recompute, window + threshold schedule, the schedule its benchmarks use); and an accuracy
+floor well above chance on held-out problems (an exact 100-300-token answer by chance is
+~0), set a little under what the shipped checkpoint gets (examples/models/README.md)."""
 
 from __future__ import annotations
 
@@ -28,11 +27,29 @@ def test_long_model_has_the_benchmark_shape():
     assert size <= 50 * 2**20, f"checkpoint is {size / 2**20:.1f} MiB"
 
 
+# The trainer's held-out evaluation (gen 320, window of 32, threshold 0.9) on its first
+# FLOOR_N problems: the shipped checkpoint gets FLOOR_GOT of them (the same decoding as
+# `python -m vllm_elastic.training.evaluate MODEL --task long --n 20 --gen-length 320
+# --schedule window`, which vLLM equals token for token); the floor leaves a margin.
+FLOOR_PARAMS = {"gen_length": 320, "schedule": "window", "window_length": 32, "threshold": 0.9}
+FLOOR_N, FLOOR_GOT, FLOOR = 20, 4, 2
+
+
+@pytest.fixture(scope="module")
+def long_llm():
+    from vllm import LLM
+
+    llm = LLM(model=str(MODEL), dtype="float32", max_model_len=512, seed=0)
+    yield llm
+    del llm
+    gc.collect()
+
+
 @pytest.mark.timeout(900)
-def test_long_model_through_vllm_matches_the_oracle_on_held_out_problems():
+def test_long_model_through_vllm_matches_the_oracle_on_held_out_problems(long_llm):
     import torch
     from transformers import AutoTokenizer
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     from vllm_elastic.params import DiffusionParams
     from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate
@@ -47,14 +64,29 @@ def test_long_model_through_vllm_matches_the_oracle_on_held_out_problems():
     with torch.no_grad():
         want = [cut_at_eos(generate(oracle, p, DiffusionParams(**DIFFUSION)),
                            oracle.config.eos_token_id) for p in prompts]
-    llm = LLM(model=str(MODEL), dtype="float32", max_model_len=512, seed=0)
-    try:
-        outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
-                            SamplingParams(temperature=0.0, max_tokens=None,
-                                           extra_args=dict(DIFFUSION)), use_tqdm=False)
-    finally:
-        del llm
-        gc.collect()
+    outs = long_llm.generate([{"prompt_token_ids": p} for p in prompts],
+                             SamplingParams(temperature=0.0, max_tokens=None,
+                                            extra_args=dict(DIFFUSION)), use_tqdm=False)
     got = [list(o.outputs[0].token_ids) for o in outs]
     assert all(len(w) > 20 for w in want), "the oracle's answers should be long"
     assert got == want
+
+
+@pytest.mark.timeout(900)
+def test_long_model_solves_held_out_problems_through_vllm(long_llm):
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+
+    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.training.long_data import test_problem_list
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    problems = test_problem_list(FLOOR_N)
+    outs = long_llm.generate([{"prompt_token_ids": chat_prompt_ids(tok, p.question)}
+                              for p in problems],
+                             SamplingParams(temperature=0.0, max_tokens=None,
+                                            extra_args=dict(FLOOR_PARAMS)), use_tqdm=False)
+    correct = [i for i, (o, p) in enumerate(zip(outs, problems))
+               if extract_answer(o.outputs[0].text) == p.answer]
+    assert len(correct) >= FLOOR, (f"{len(correct)}/{FLOOR_N} right {correct}; the shipped "
+                                   f"checkpoint gets {FLOOR_GOT}")
