@@ -9,6 +9,11 @@ import torch
 from vllm_elastic.training import long_data
 
 
+# Trainer arguments of the batch tests: long problems, one large batch, answer-sized canvases.
+LONG_BATCH_ARGS = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+                   "--batch-tokens", "100000", "--long-frac", "0"]
+
+
 def test_deterministic():
     assert long_data.train_problems(40, seed=2) == long_data.train_problems(40, seed=2)
     assert long_data.train_problems(40, seed=3) != long_data.train_problems(40, seed=2)
@@ -82,8 +87,7 @@ def test_drill_share_of_a_long_batch():
     from vllm_elastic.training import data, train as T
 
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
     with_drills = T.parse_args(base + ["--drill-frac", "1"])
     ids, plens, _, _kinds = T.make_batch(with_drills, tok, 3)
     assert all("What is the result?" in tok.decode(r[:int(p)].tolist())
@@ -101,8 +105,7 @@ def test_eos_tail_of_a_long_batch_follows_the_flag():
     from vllm_elastic.training import data, train as T
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
 
     def tails(extra: list[str]) -> list[int]:
         args = T.parse_args(base + extra)
@@ -148,8 +151,7 @@ def test_facts_and_drills_share_a_long_batch():
     from vllm_elastic.training import data, train as T
 
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
     ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "1"]), tok, 3)
     assert all("Work out" in tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens))
     ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "0.5",
@@ -217,8 +219,7 @@ def test_frontier_at_results_cuts_at_a_result_first_digit():
     from vllm_elastic.training import train as T
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
     args = T.parse_args(base + ["--frontier-at-results", "1"])
     batch = T.make_batch(args, tok, 5)
     arith = T.arith_tokens(tok)
@@ -244,8 +245,7 @@ def test_frontier_at_lines_cuts_at_a_line_start_or_the_answer_eos():
     from vllm_elastic.training import train as T
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
     arith = T.arith_tokens(tok)
     batch = T.make_batch(T.parse_args(base), tok, 5)
     lines = T.line_starts(batch.ids, batch.prompt_lengths, arith)
@@ -275,8 +275,7 @@ def test_frontier_at_copies_cuts_at_a_word_the_answer_copies_from_the_prompt():
     from vllm_elastic.training import train as T
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
-    base = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
-            "--batch-tokens", "100000", "--long-frac", "0"]
+    base = LONG_BATCH_ARGS
     arith = T.arith_tokens(tok)
     batch = T.make_batch(T.parse_args(base), tok, 5)
     copies = T.prompt_copies(batch.ids, batch.prompt_lengths, arith)
