@@ -394,3 +394,54 @@ def test_free_probe_finds_the_first_slip(monkeypatch):
     real = probe.first_slips(model, tok, n=3, gen_length=16)
     assert real["exact"] + sum(real["first_slip"].values()) == 3
     assert sum(total for _, total in real["by_kind"].values()) == 3
+
+
+
+def test_lookahead_probe_counts_threshold_commits_ahead_of_the_frontier(monkeypatch):
+    """training.probe --lookahead: a model that knows the true canvas commits every window
+    position after each cut and none of them wrong; one that always says EOS with certainty
+    commits them all and is wrong wherever the canvas is not EOS; a flat one commits nothing."""
+    from types import SimpleNamespace
+
+    from vllm_elastic.checkpoint import build_tokenizer
+    from vllm_elastic.training import data, probe
+
+    tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
+    eos, vocab, gen = tok.eos_token_id, len(tok), 320
+    problems = long_data.test_problem_list(2)
+    monkeypatch.setattr(probe.long_data, "test_problem_list", lambda n: problems[:n])
+    canvases, cut_lists = [], []
+    for p in problems:
+        prompt, answer = data.chat_prompt_ids(tok, p.question), data.answer_ids(tok, p.solution)
+        canvases.append(torch.tensor(prompt + answer + [eos] * (gen - len(answer))))
+        cut_lists.append(range(len(prompt), len(prompt) + len(answer) + 1, 4))
+
+    class Fake:
+        config = SimpleNamespace(eos_token_id=eos)
+
+        def __init__(self, guess):
+            self.guess = guess
+
+        def __call__(self, batch):
+            return torch.stack([self.guess(row) for row in batch]) * 50.0
+
+    def truth(row):  # the canvas whose prompt the row starts with
+        return next(c for c, cuts in zip(canvases, cut_lists)
+                    if len(c) == len(row) and torch.equal(c[:cuts[0]], row[:cuts[0]]))
+
+    def one_hot(ids):
+        return torch.nn.functional.one_hot(ids, vocab).float()
+
+    right = probe.lookahead_commits(Fake(lambda row: one_hot(truth(row))), tok, 2, gen, stride=4)
+    same = probe.lookahead_commits(Fake(lambda row: one_hot(torch.full_like(row, eos))),
+                                   tok, 2, gen, stride=4)
+    flat = probe.lookahead_commits(Fake(lambda row: torch.zeros(len(row), vocab)), tok, 2, gen)
+    windows = [(c, range(s + 1, min(s + 32, len(c)))) for c, cuts in zip(canvases, cut_lists)
+               for s in cuts]
+    ahead = sum(len(w) for _, w in windows)
+    not_eos = sum(int(c[q] != eos) for c, w in windows for q in w)
+    assert right["cuts"] == len(windows) and right["ahead"] == ahead > 0
+    assert right["commits"] == ahead and right["wrong"] == 0
+    assert same["commits"] == ahead and same["wrong"] == not_eos > 0
+    assert sum(same["wrong_by_category"].values()) == sum(same["wrong_by_kind"].values()) == not_eos
+    assert flat["commits"] == flat["wrong"] == 0

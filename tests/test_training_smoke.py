@@ -208,6 +208,29 @@ def test_frontier_masks_match_left_to_right_decoding():
             assert torch.equal(scored[r, cut: cut + 8], masked[r, cut: cut + 8])
 
 
+def test_frontier_full_window_masks_the_whole_window_in_a_share_of_rows():
+    """--frontier-full-window: at 0 the masks (and the random stream) are the rate-t ones; at 1
+    every row masks and scores its whole window; in between, a share of the rows does."""
+    ids = torch.tensor([[5] * 6 + [9] * 30 + [0] * 4] * 400)
+    plens = torch.tensor([6] * 400)
+    p = torch.full(ids.shape, 0.2)
+
+    def masks(full: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0), None, full)
+
+    rate_t = T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(masks(0.0), rate_t))
+    cut = masks(1.0)[0].int().argmax(1)
+    window = ((torch.arange(40)[None, :] >= cut[:, None])
+              & (torch.arange(40)[None, :] < cut[:, None] + 8))
+    masked, scored = masks(1.0)
+    assert torch.equal(scored, window)
+    assert torch.equal(masked, torch.arange(40)[None, :] >= cut[:, None])
+    half = masks(0.5)[1]
+    whole = (half == window).all(1) & (half.sum(1) == window.sum(1))
+    assert 150 < int(whole.sum()) < 260  # ~200 full rows; a rate-0.2 row rarely masks all 8
+
+
 def test_frontier_rows_share_and_loss():
     """A --frontier-frac share of rows (never prompt-masked ones) is trained at a frontier;
     without the flag the loss and its random stream are exactly LLaDA's."""

@@ -3,6 +3,7 @@
     python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 60
     python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --tokens
     python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --free 320
+    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 10 --lookahead 512
 
 For every result of a held-out worked answer (`45+4=49`: the `49`), the true answer is shown up
 to the result and everything from the result on is masked, as a left-to-right decoder sees it;
@@ -22,6 +23,14 @@ the model still gets wrong.
 `--free G` decodes instead (left to right, greedy, the model's own tokens before each one) into
 G masks, or with `--free 0` into an answer-sized canvas, and reports where each answer first
 goes wrong: the probe closest to exact match.
+
+`--lookahead G` asks what a threshold commits ahead of the frontier: at every `--stride`-th
+answer position c, the true answer before c, a canvas of G masks from c on (what the window
+schedule sees right after committing c - 1), and for the window's other positions (c+1 ..
+c+31) the share the model predicts with confidence >= 0.9 (Elastic-Cache's threshold commits
+them in the same step) and how many of those are wrong, by the true token's category. A wrong
+look-ahead commit is an error left-to-right decoding would not have made: the parallel
+decoder's own failure.
 """
 
 from __future__ import annotations
@@ -163,6 +172,46 @@ def tokens_by_category(model: ReferenceLLaDA, tokenizer, n: int = 20
     return tally
 
 
+@torch.no_grad()
+def lookahead_commits(model: ReferenceLLaDA, tokenizer, n: int = 10, gen_length: int = 512,
+                      stride: int = 4, window: int = 32, threshold: float = 0.9) -> dict:
+    """Threshold commits ahead of a left-to-right frontier on `n` held-out problems (see the
+    module docstring): {"cuts", "ahead" (window positions after the cut), "commits" (of those
+    at confidence >= threshold), "wrong" (commits that are not the true token),
+    "wrong_by_category", "wrong_by_kind"}."""
+    tokens = arith_tokens(tokenizer)
+    eos = model.config.eos_token_id
+    out = {"gen_length": gen_length, "stride": stride, "cuts": 0, "ahead": 0, "commits": 0,
+           "wrong": 0, "wrong_by_category": {}, "wrong_by_kind": {}}
+    for p in long_data.test_problem_list(n):
+        prompt = data.chat_prompt_ids(tokenizer, p.question)
+        answer = data.answer_ids(tokenizer, p.solution)
+        truth = torch.tensor([prompt + answer + [eos] * (gen_length - len(answer))])
+        plen = len(prompt)
+        results = result_digits(truth, torch.tensor([plen]), tokens)[0]
+        cuts = list(range(plen, plen + len(answer) + 1, stride))
+        batch = truth.repeat(len(cuts), 1)
+        for r, c in enumerate(cuts):
+            batch[r, c:] = MASK_ID
+        probs = torch.cat([model(chunk).softmax(-1) for chunk in batch.split(16)])
+        conf, pred = probs.max(-1)
+        out["cuts"] += len(cuts)
+        for r, c in enumerate(cuts):
+            ahead = range(c + 1, min(c + window, truth.shape[1]))
+            out["ahead"] += len(ahead)
+            for q in ahead:
+                if conf[r, q] < threshold:
+                    continue
+                out["commits"] += 1
+                t = int(truth[0, q])
+                if int(pred[r, q]) != t:
+                    out["wrong"] += 1
+                    cat = token_category(t, bool(results[q]), tokens, eos)
+                    out["wrong_by_category"][cat] = out["wrong_by_category"].get(cat, 0) + 1
+                    out["wrong_by_kind"][p.template] = out["wrong_by_kind"].get(p.template, 0) + 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
@@ -173,11 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--free", type=int, default=None, metavar="GEN_LENGTH",
                     help="free left-to-right decoding into GEN_LENGTH masks (0: the answer's "
                          "length + 8) and where it first slips (see first_slips)")
+    ap.add_argument("--lookahead", type=int, default=None, metavar="GEN_LENGTH",
+                    help="threshold commits ahead of a left-to-right frontier in a canvas of "
+                         "GEN_LENGTH masks, and how many are wrong (see lookahead_commits)")
+    ap.add_argument("--stride", type=int, default=4, help="--lookahead: every stride-th cut")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = ReferenceLLaDA.from_pretrained(a.model).float().eval()
     tokenizer = load_tokenizer(a.model)
-    if a.free is not None:
+    if a.lookahead is not None:
+        tally = lookahead_commits(model, tokenizer, a.n, a.lookahead, a.stride)
+    elif a.free is not None:
         tally = first_slips(model, tokenizer, a.n, a.free)
     elif a.tokens:
         tally = tokens_by_category(model, tokenizer, a.n)

@@ -182,6 +182,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="share of frontier rows whose cut is a word the answer copies from the "
                          "prompt (a name, a day's verb, a shop item; see prompt_copies); drawn "
                          "after --frontier-at-lines' rows")
+    ap.add_argument("--frontier-full-window", type=float, default=0.0,
+                    help="share of frontier rows whose whole window is masked (rate 1, the "
+                         "window schedule's state right after a left-to-right commit) instead "
+                         "of rate t (see frontier_masks)")
     ap.add_argument("--drill-frac", type=float, default=0.0,
                     help="long task: share of problems that are bare arithmetic drills "
                          "(long_data.drill, 2-12 operations)")
@@ -416,14 +420,18 @@ def first_answer_eos(ids: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.T
 
 
 def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torch.Tensor,
-                   window: int, generator: torch.Generator, cuts: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   window: int, generator: torch.Generator, cuts: torch.Tensor | None = None,
+                   full_window: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(masked, scored) [B, L] for frontier rows: what the window and blocks schedules see
     while decoding. A cut c is drawn uniformly from the answer's positions (its EOS
     included); tokens before c stay visible, the window [c, c + window) is masked at the row's
     rate p (c itself always: it is the leftmost masked position), everything after the window
     is masked. Only the window is scored. Rows where `cuts` (bool [B, L]) has a position draw
-    their cut among those instead (--frontier-at-results: a result's first digit).
+    their cut among those instead (--frontier-at-results: a result's first digit). A
+    `full_window` share of the rows masks its whole window (rate 1), exactly what the window
+    schedule sees right after a left-to-right commit: at rate t the model nearly always has a
+    later token of the window to place the masked ones by, and at threshold 0.9 it committed
+    wrong tokens ahead of the frontier (probe --lookahead: 1,107 of 10,282 at step 38,066).
 
     Why: under uniform random masking an intermediate result (`13-6=7`) is usually visible
     again as the next line's operand, so a small model learns to copy it from there instead of
@@ -441,6 +449,8 @@ def frontier_masks(ids: torch.Tensor, prompt_lengths: torch.Tensor, p_mask: torc
         cut[chosen] = pick
     in_window = (pos >= cut[:, None]) & (pos < cut[:, None] + window)
     draw = torch.rand(b, n, generator=generator) < p_mask
+    if full_window > 0:  # drawn only when asked, so older runs replay their masks exactly
+        draw = draw | (torch.rand(b, generator=generator) < full_window)[:, None]
     scored = in_window & (draw | (pos == cut[:, None]))
     return scored | (pos >= cut[:, None] + window), scored
 
@@ -558,12 +568,12 @@ def result_rows(args: argparse.Namespace, kinds: tuple[str, ...], step: int
 def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Tensor,
              eps: float, generator: torch.Generator, frontier: torch.Tensor | None = None,
              window: int = 32, results: torch.Tensor | None = None,
-             cuts: torch.Tensor | None = None) -> torch.Tensor:
+             cuts: torch.Tensor | None = None, full_window: float = 0.0) -> torch.Tensor:
     """LLaDA's SFT loss (see the module docstring); rows in `frontier` (bool [B]) are masked
     and scored by frontier_masks instead, their loss the mean cross-entropy of the window's
     masked tokens; rows where `results` (bool [B, L]) has a position are masked and scored
-    exactly there (mean cross-entropy), whatever else applied to them. `cuts`: see
-    frontier_masks."""
+    exactly there (mean cross-entropy), whatever else applied to them. `cuts`, `full_window`:
+    see frontier_masks."""
     b, n = ids.shape
     pos = torch.arange(n)[None, :]
     is_answer = pos >= prompt_lengths[:, None]
@@ -574,7 +584,7 @@ def sft_loss(model: ReferenceLLaDA, ids: torch.Tensor, prompt_lengths: torch.Ten
     weight = 1.0 / (p_mask * is_answer.sum(1, keepdim=True))
     if frontier is not None and bool(frontier.any()):
         f_masked, f_scored = frontier_masks(ids, prompt_lengths, p_mask, window, generator,
-                                            cuts)
+                                            cuts, full_window)
         rows = frontier[:, None]
         masked = torch.where(rows, f_masked, masked)
         f_weight = 1.0 / f_scored.sum(1, keepdim=True).clamp(min=1)
@@ -818,7 +828,8 @@ def train(args: argparse.Namespace) -> dict:
         results = None if rows is None else result_digits(ids, plens, arith) & rows[:, None]
         loss = sft_loss(model, ids, plens, args.eps, gen, frontier_rows(args, plens, step),
                         args.frontier_window, results,
-                        frontier_cuts(args, ids, plens, arith, step))
+                        frontier_cuts(args, ids, plens, arith, step),
+                        args.frontier_full_window)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
