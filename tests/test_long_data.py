@@ -146,6 +146,39 @@ def test_facts_are_right_independent_and_in_range():
         assert not long_data.is_test("facts", p.numbers)
 
 
+def test_facts_low_draws_step_operands_where_the_digit_count_changes():
+    """--facts-low: at 0 the facts (and the random stream after them) are unchanged; at 1
+    every one-digit step's operand is below long_data.LOW_VALUE, the arithmetic still right,
+    and far more steps change the result's digit count than with uniform operands."""
+    import re
+
+    def steps(low: float, seed: int = 3) -> tuple[list[tuple[int, str, int, int]], float]:
+        rng = random.Random(seed)
+        found = []
+        for _ in range(400):
+            p = long_data.facts(rng, 8, low=low)
+            found += [(int(a), op, int(x), int(c))
+                      for a, op, x, c in re.findall(r"^(\d+)([-+])(\d)=(\d+)$", p.solution,
+                                                    re.M)]
+        return found, rng.random()
+
+    uniform, after_uniform = steps(0.0)
+    rng = random.Random(3)
+    default = [long_data.facts(rng, 8) for _ in range(400)]
+    assert after_uniform == rng.random()
+    assert [p.solution for p in default][:5] == [
+        p.solution for p in (lambda r: [long_data.facts(r, 8, low=0.0) for _ in range(5)])(
+            random.Random(3))]
+    low, _ = steps(1.0)
+    # subtractions are all steps (a shop-style total adds a product that can be one digit)
+    assert all(a < long_data.LOW_VALUE for a, op, _, _ in low if op == "-")
+    assert all(c == (a + x if op == "+" else a - x) and 0 <= c <= 99 for a, op, x, c in low)
+
+    def changes(found):
+        return sum(len(str(a)) != len(str(c)) for a, _, _, c in found) / len(found)
+    assert changes(uniform) < 0.1 and changes(low) > 0.2
+
+
 def test_facts_and_drills_share_a_long_batch():
     from vllm_elastic.checkpoint import build_tokenizer
     from vllm_elastic.training import data, train as T

@@ -54,6 +54,9 @@ import random
 from vllm_elastic.training.data import FEMALE, NAMES, Problem, distinct_problems
 
 MAX_VALUE = 99
+# --facts-low draws a step fact's operand below this: the values where a one-digit step
+# changes the result's digit count (12-5=7, 7+6=13), which the diary hits most.
+LOW_VALUE = 20
 TEST_PERCENT = 10
 KINDS = ("diary", "tank", "shop")
 KIND_WEIGHTS = (0.45, 0.25, 0.30)
@@ -185,7 +188,7 @@ def drill(rng: random.Random, n: int) -> Problem:
                            tuple(numbers))
 
 
-def facts(rng: random.Random, n: int) -> Problem:
+def facts(rng: random.Random, n: int, low: float = 0.0) -> Problem:
     """Training only: n independent arithmetic facts of the kinds' shapes (a one-digit gain or
     loss on a value in 0..99, a product k*c as in shop, a product added to a total)::
 
@@ -199,7 +202,13 @@ def facts(rng: random.Random, n: int) -> Problem:
     Unlike `drill`, no result is the next line's operand, so uniform masking cannot be met by
     copying a result from the following line: every scored result digit must be computed.
     Results are ~2 of every ~8 answer tokens, ~40x the result digits per batch of the word
-    problems at a frontier."""
+    problems at a frontier.
+
+    `low` (--facts-low): the share of one-digit steps whose operand is drawn from
+    0..LOW_VALUE-1 instead of 0..99. Uniform operands change the result's digit count in ~6%
+    of steps; the held-out diary's running totals stay low and do so in ~22% (its operand is
+    below 20 in ~54% of steps), and that is where its first wrong digit mostly is. At 0 the
+    random stream is unchanged."""
     while True:
         lines, numbers = [], []
         for _ in range(n):
@@ -213,7 +222,8 @@ def facts(rng: random.Random, n: int) -> Problem:
                 lines.append((f"{a}+{k * c}", a + k * c))
                 k, c = a, k * c
             else:
-                a, x = rng.randint(0, MAX_VALUE), rng.randint(1, 9)
+                top = LOW_VALUE - 1 if low > 0 and rng.random() < low else MAX_VALUE
+                a, x = rng.randint(0, top), rng.randint(1, 9)
                 up = a + x <= MAX_VALUE and (a < x or rng.random() < 0.5)
                 lines.append((f"{a}{'+' if up else '-'}{x}", a + x if up else a - x))
                 k, c = a, x if up else -x

@@ -193,6 +193,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="long task: share of problems that are independent arithmetic facts "
                          "(long_data.facts, 4-16 lines: results cannot be copied from a later "
                          "line)")
+    ap.add_argument("--facts-low", type=float, default=0.0,
+                    help="long task: share of the facts' one-digit steps whose operand is below "
+                         "20, where a step changes the result's digit count (long_data.facts)")
     ap.add_argument("--results-frac", type=float, default=0.0,
                     help="long task: share of the facts rows masked and scored on their result "
                          "digits only (everything else visible: the cleanest arithmetic signal)")
@@ -396,7 +399,7 @@ def _drill_or(p, rng: random.Random, args: argparse.Namespace):
     if r < args.drill_frac:
         return long_data.drill(rng, rng.randint(2, 12))
     if r < args.drill_frac + args.facts_frac:
-        return long_data.facts(rng, rng.randint(4, 16))
+        return long_data.facts(rng, rng.randint(4, 16), low=args.facts_low)
     return p
 
 
