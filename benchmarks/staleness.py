@@ -1,0 +1,204 @@
+"""Where Elastic-Cache's accuracy goes: the cache's stale K/V removed one token group at a time.
+
+    python benchmarks/staleness.py --model examples/models/llada-long-arith --n 200 \
+        --gen-length 512 --threads 1 --out benchmarks/results/staleness_long
+
+Plain PyTorch (the reference model, no vLLM). Each held-out prompt is decoded under the cache
+table's schedule (window 16, threshold 0.9, greedy) by a simulation of the engine's elastic
+policy: the policy object itself (vllm_elastic.cache.elastic.ElasticCache) picks each step's
+query rows (tracked + just committed + window; every position at step 0), decides refreshes
+from the drift test and tracks the most-attended tokens, while a per-layer cache of every
+position's layer input, Q, K and V plays the part of the paged KV memory: at each layer the
+K/V rows of positions not in the step's query set are the cached ones. A query row's output
+depends only on its own residual path and on the K/V it attends to, so the query rows' logits
+are the engine's (`--check` compares the answers with a cache table's request log).
+
+The variants add a token group to every step's query set, so that group's K/V are never stale:
+
+  elastic            the policy as the engine runs it
+  +masks             and every still-masked position (off-window MASKs fresh)
+  +decoded           and every committed answer token
+  +prompt            and every prompt token
+  +masks+decoded     both
+  none               every position (full recompute)
+
+Writes OUT.md and OUT.json: accuracy, answers equal to none's, steps per request, per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import write_report  # noqa: E402
+
+VARIANTS = {"elastic": (), "+masks": ("masks",), "+decoded": ("decoded",),
+            "+prompt": ("prompt",), "+masks+decoded": ("masks", "decoded"),
+            "none": ("masks", "decoded", "prompt")}
+
+
+class SimulatedPages:
+    """Per layer and position: the layer input, Q, K and V as the engine's pages hold them."""
+
+    def __init__(self, num_layers: int, length: int, d_model: int, heads: int, head_dim: int):
+        def z(*shape):
+            return [torch.zeros(*shape) for _ in range(num_layers)]
+        self.x = z(length, d_model)
+        self.q, self.k, self.v = (z(heads, length, head_dim) for _ in range(3))
+
+
+def _probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention weights [heads, n, L] of q [heads, n, D] over k [heads, L, D]."""
+    return torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)
+
+
+@torch.no_grad()
+def simulated_step(model, canvas, policy, pages: SimulatedPages, extra: tuple[str, ...]
+                   ) -> torch.Tensor:
+    """One decoding step of the elastic policy over simulated pages -> logits of the window."""
+    from vllm_elastic.attention_stats import head_axis_similarity
+    from vllm_elastic.cache.base import LayerStats
+    from vllm_elastic.reference import rope_cos_sin
+
+    cfg, t = model.config, model.model.transformer
+    n, p_len = canvas.length, canvas.prompt_len
+    query = torch.zeros(n, dtype=torch.bool)
+    query[policy.begin_step(canvas)] = True
+    pos = torch.arange(n)
+    masked = canvas.tokens == canvas.mask_id
+    groups = {"masks": masked, "decoded": (pos >= p_len) & ~masked, "prompt": pos < p_len}
+    for g in extra:
+        query |= groups[g]
+    cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta)
+    x = t["wte"](canvas.tokens[None])
+    for layer, block in enumerate(t["blocks"]):
+        plan = policy.layer_plan(layer)
+        rows = torch.ones(n, dtype=torch.bool) if policy.in_update_mode(layer) else query
+        if plan.widen:  # positions not computed so far enter from their cached inputs
+            x[0, ~query] = pages.x[layer][~query]
+        pages.x[layer][rows] = x[0, rows]
+        q, k, v = (a[0] for a in block.qkv(x, cos, sin))
+        probe = plan.probe
+        tracked = probe.tracked if probe is not None else torch.empty(0, dtype=torch.long)
+        before = _probs(pages.q[layer][:, tracked], pages.k[layer]) if tracked.numel() else None
+        for cache, fresh in ((pages.q, q), (pages.k, k), (pages.v, v)):
+            cache[layer][:, rows] = fresh[:, rows]
+        probs = _probs(q, pages.k[layer])
+        x = block.after_attention(x, (probs @ pages.v[layer])[None])
+        if probe is None:
+            continue
+        similarity = None
+        if before is not None:
+            after = _probs(pages.q[layer][:, tracked], pages.k[layer])
+            similarity = head_axis_similarity(after, before, probe.min_weight,
+                                              reduce=lambda s: s)
+        mass = _probs(pages.q[layer][:, probe.window], pages.k[layer]).sum(dim=(0, 1))
+        restart = policy.observe(layer, LayerStats(similarity, mass))
+        if restart is not None:
+            raise SystemExit("refresh_layers other than 'after' is not simulated")
+    head = t["wte"].weight if cfg.weight_tying else t["ff_out"].weight
+    return F.linear(t["ln_f"](x[0, canvas.logit_rows()]), head)
+
+
+def decode(model, prompt_ids: list[int], params, extra: tuple[str, ...]) -> tuple[list[int], int]:
+    """(answer tokens up to the first EOS, steps) for one prompt."""
+    from vllm_elastic.cache.elastic import ElasticCache
+    from vllm_elastic.decoding import Canvas
+    from vllm_elastic.reference import cut_at_eos
+
+    cfg = model.config
+    canvas = Canvas(prompt_ids, params, cfg.mask_token_id, cfg.eos_token_id)
+    policy = ElasticCache(params, cfg.n_layers)
+    pages = SimulatedPages(cfg.n_layers, canvas.length, cfg.d_model, cfg.n_heads, cfg.head_dim)
+    while not canvas.finished:
+        canvas.step(simulated_step(model, canvas, policy, pages, extra))
+        policy.end_step(canvas)
+    answer = canvas.tokens[canvas.prompt_len:].tolist()
+    return cut_at_eos(answer, cfg.eos_token_id), canvas.num_steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="examples/models/llada-long-arith")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--gen-length", type=int, default=512)
+    ap.add_argument("--gamma", type=float, default=0.9)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--check", help="a bench_policies request log: count the `elastic` and "
+                                    "`none` answers equal to its elastic/GAMMA and window/none "
+                                    "rows'")
+    ap.add_argument("--out", default="benchmarks/results/staleness_long")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoTokenizer
+
+    from vllm_elastic.params import DiffusionParams
+    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.training.train import task_data
+
+    model = ReferenceLLaDA.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    problems = task_data("long").test_problem_list(args.n)
+    params = DiffusionParams(gen_length=args.gen_length, schedule="window", window_length=16,
+                             threshold=0.9, cache_policy="elastic", gamma=args.gamma)
+    params.validate()
+    eos = model.config.eos_token_id
+    answers, rows = {}, []
+    for name in args.variants:
+        start, steps, correct = time.perf_counter(), 0, 0
+        answers[name] = []
+        for p in problems:
+            ids, s = decode(model, chat_prompt_ids(tokenizer, p.question), params,
+                            VARIANTS[name])
+            answers[name].append(ids)
+            steps += s
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            correct += extract_answer(text) == p.answer
+        rows.append({"variant": name, "n": len(problems), "accuracy": correct / len(problems),
+                     "steps_per_request": steps / len(problems),
+                     "seconds": time.perf_counter() - start})
+        print(f"{name}: {correct}/{len(problems)}", file=sys.stderr, flush=True)
+    for r in rows:
+        if "none" in answers:
+            same = [a == b for a, b in zip(answers[r["variant"]], answers["none"])]
+            r["same_answer_as_none"] = sum(same) / len(same)
+    check = ""
+    if args.check:
+        with open(args.check) as f:
+            log = [json.loads(line) for line in f][1:]
+        for name, row in (("elastic", f"elastic/{args.gamma}"), ("none", "window/none")):
+            want = {r["index"]: cut_at(r["token_ids"], eos) for r in log
+                    if r["config"] == row and r["gen_length"] == args.gen_length}
+            if name in answers and want:
+                equal = sum(want.get(i) == a for i, a in enumerate(answers[name]))
+                check += (f" `{name}` against the engine's {row} row (`{args.check}`): "
+                          f"{equal} of {len(answers[name])} answers token for token equal.")
+    head = ("| variant | accuracy | same answer as none | steps/request |\n|---|---|---|---|")
+    lines = [head] + [f"| {r['variant']} | {r['accuracy']:.1%} | "
+                      f"{r.get('same_answer_as_none', float('nan')):.0%} | "
+                      f"{r['steps_per_request']:.1f} |" for r in rows]
+    write_report(args.out + ".md", f"Which stale K/V cost Elastic-Cache accuracy on "
+                 f"`{args.model}`",
+                 f"{len(problems)} held-out problems (long task), gen {args.gen_length}, window "
+                 f"16, threshold 0.9, gamma {args.gamma} (authors' statistic), greedy, fp32, "
+                 f"{args.threads} torch thread(s).{check}", lines)
+    with open(args.out + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+def cut_at(token_ids: list[int], eos: int) -> list[int]:
+    return token_ids[: token_ids.index(eos) + 1] if eos in token_ids else list(token_ids)
+
+
+if __name__ == "__main__":
+    main()
