@@ -284,6 +284,7 @@ def main() -> None:
     if unfinished:
         print(f"--max-minutes reached; unfinished rows: {', '.join(unfinished)} (rerun with "
               f"--resume to finish them)", file=sys.stderr)
+    rows.sort(key=lambda r: r["gen_length"])  # stable: configs() order within a length
     add_comparisons(rows)
     threads = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
     dates = sorted({d for r in rows for d in r["dates"]})

@@ -1,7 +1,8 @@
 """Where Elastic-Cache's accuracy goes: the cache's stale K/V removed one token group at a time.
 
-    python benchmarks/staleness.py --model examples/models/llada-long-arith --n 200 \
-        --gen-length 512 --threads 1 --out benchmarks/results/staleness_long
+    python benchmarks/staleness.py --model examples/models/llada-long-arith --n 100 \
+        --gen-length 512 --threads 2 --check benchmarks/results/policies_long.requests.jsonl \
+        --out benchmarks/results/staleness_long
 
 Plain PyTorch (the reference model, no vLLM). Each held-out prompt is decoded under the cache
 table's schedule (window 16, threshold 0.9, greedy) by a simulation of the engine's elastic
@@ -17,6 +18,7 @@ The variants add a token group to every step's query set, so that group's K/V ar
 
   elastic            the policy as the engine runs it
   +masks             and every still-masked position (off-window MASKs fresh)
+  +near-masks        and the masked positions up to NEAR (32) past the window's end
   +decoded           and every committed answer token
   +prompt            and every prompt token
   +masks+decoded     both
@@ -39,7 +41,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import write_report  # noqa: E402
 
-VARIANTS = {"elastic": (), "+masks": ("masks",), "+decoded": ("decoded",),
+NEAR = 32  # +near-masks: how far past the window's end masked positions are kept fresh
+VARIANTS = {"elastic": (), "+masks": ("masks",), "+near-masks": ("near-masks",),
+            "+decoded": ("decoded",),
             "+prompt": ("prompt",), "+masks+decoded": ("masks", "decoded"),
             "none": ("masks", "decoded", "prompt")}
 
@@ -73,7 +77,9 @@ def simulated_step(model, canvas, policy, pages: SimulatedPages, extra: tuple[st
     query[policy.begin_step(canvas)] = True
     pos = torch.arange(n)
     masked = canvas.tokens == canvas.mask_id
-    groups = {"masks": masked, "decoded": (pos >= p_len) & ~masked, "prompt": pos < p_len}
+    end = int(canvas.commit_positions().max())
+    groups = {"masks": masked, "near-masks": masked & (pos > end) & (pos <= end + NEAR),
+              "decoded": (pos >= p_len) & ~masked, "prompt": pos < p_len}
     for g in extra:
         query |= groups[g]
     cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta)
