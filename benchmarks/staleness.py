@@ -148,7 +148,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from vllm_elastic.params import DiffusionParams
-    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos
     from vllm_elastic.training.data import chat_prompt_ids, extract_answer
     from vllm_elastic.training.train import task_data
 
@@ -183,7 +183,7 @@ def main() -> None:
         with open(args.check) as f:
             log = [json.loads(line) for line in f][1:]
         for name, row in (("elastic", f"elastic/{args.gamma}"), ("none", "window/none")):
-            want = {r["index"]: cut_at(r["token_ids"], eos) for r in log
+            want = {r["index"]: cut_at_eos(r["token_ids"], eos) for r in log
                     if r["config"] == row and r["gen_length"] == args.gen_length}
             if name in answers and want:
                 equal = sum(want.get(i) == a for i, a in enumerate(answers[name]))
@@ -200,10 +200,6 @@ def main() -> None:
                  f"{args.threads} torch thread(s).{check}", lines)
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
-
-
-def cut_at(token_ids: list[int], eos: int) -> list[int]:
-    return token_ids[: token_ids.index(eos) + 1] if eos in token_ids else list(token_ids)
 
 
 if __name__ == "__main__":
