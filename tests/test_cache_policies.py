@@ -26,6 +26,23 @@ def test_prefix_and_dual_refresh_at_block_start_and_run_the_block_otherwise():
     assert dual.begin_step(c).tolist() == list(range(20))
 
 
+def test_dual_under_the_window_runs_the_chunk_stretched_to_the_window_end():
+    """Tokens the window commits past the chunk are recomputed (their cached K/V would be
+    their MASK's otherwise) until the chunk changes."""
+    params = dict(gen_length=16, schedule="window", window_length=4)
+    c = canvas(**params)
+    dual = make_policy(DiffusionParams(**params, cache_policy="dual"), 2)
+    assert dual.begin_step(c).tolist() == list(range(20))  # chunk [4, 8): refresh
+    c.tokens[[5, 6, 7]] = 7  # the chunk's position 4 stays masked; the window is now 4, 8-10
+    c.last_committed = torch.tensor([5, 6, 7])
+    assert dual.begin_step(c).tolist() == list(range(4, 11))
+    c.tokens[[8, 9]] = 7  # committed past the chunk; window 4, 10-12
+    c.last_committed = torch.tensor([8, 9])
+    assert dual.begin_step(c).tolist() == list(range(4, 13))
+    c.tokens[4] = 7  # the leftmost mask moves to chunk [8, 12): refresh
+    assert dual.begin_step(c).tolist() == list(range(20))
+
+
 def test_refresh_interval_one_refreshes_every_step():
     c = canvas(gen_length=16, block_length=8)
     p = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy="dual",
