@@ -11,8 +11,8 @@ Plain PyTorch (the reference model, no vLLM). Each held-out prompt is decoded un
 table's schedule (window 16, threshold 0.9, greedy) by a simulation of the engine running a
 cache policy (`--policy`, default elastic): the policy object itself (vllm_elastic.cache)
 picks each step's query rows (for elastic: tracked + just committed + window, every position
-at step 0; for dual: the window-aligned chunk + just committed + window, every position when
-the chunk changes), decides refreshes and tracks the most-attended tokens, while a per-layer
+at step 0; for dual: the window-aligned chunk stretched to the window's end + just committed,
+every position when the chunk changes), decides refreshes and tracks the most-attended tokens, while a per-layer
 cache of every position's layer input, Q, K and V plays the part of the paged KV memory: at
 each layer the K/V rows of positions not in the step's query set are the cached ones. A query
 row's output depends only on its own residual path and on the K/V it attends to, so the query
