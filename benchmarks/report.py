@@ -9,6 +9,8 @@ import time
 
 
 def machine(threads: str | None = None) -> str:
+    if threads and "GPU" in threads:  # a device run names its accelerator itself
+        return f"{platform.machine()} host, {threads}"
     cores = threads or f"{os.cpu_count()} cores"
     return f"{platform.processor() or platform.machine()}, {cores}, CPU only"
 
