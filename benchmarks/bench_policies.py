@@ -14,6 +14,7 @@ Rows (the issue's benchmark plan), each at every gen length:
                 recomputes layer l, or layers 0..l (`refresh_layers`), at gamma 0.9
   elastic-floor/g   (beyond the paper) the drift mean leaves out keys whose attention
                 weights are below 1e-6 in both rows (`drift_min_weight`)
+  elastic-everyN/0.9   (beyond the paper) also a full step every N steps (`refresh_interval`)
   w1/...        the same window committing one token per step (no threshold): many steps
                 per request, the regime where reusing the cache between steps pays; compared
                 with w1/none
@@ -45,9 +46,10 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
 FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
+INTERVALS = (2, 4, 8)  # refresh_interval of the elastic-everyN rows
 
 
-def configs(gammas=GAMMAS, w1_gammas=(0.9,)) -> list[tuple[str, dict]]:
+def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS) -> list[tuple[str, dict]]:
     rows = [("baseline", {"schedule": "blocks", "block_length": 32, "cache_policy": "none"}),
             ("window/none", dict(WINDOW, cache_policy="none")),
             ("window/prefix", dict(WINDOW, cache_policy="prefix")),
@@ -58,6 +60,8 @@ def configs(gammas=GAMMAS, w1_gammas=(0.9,)) -> list[tuple[str, dict]]:
                                           refresh_layers=mode)) for mode in ("trigger", "all")]
     rows += [(f"elastic-floor/{g}", dict(WINDOW, cache_policy="elastic", gamma=g,
                                          drift_min_weight=FLOOR)) for g in gammas]
+    rows += [(f"elastic-every{n}/0.9", dict(WINDOW, cache_policy="elastic", gamma=0.9,
+                                            refresh_interval=n)) for n in intervals]
     one = dict(WINDOW, threshold=None, tokens_per_iter=1)
     rows += [("w1/none", dict(one, cache_policy="none")),
              ("w1/dual", dict(one, cache_policy="dual")),
@@ -237,6 +241,8 @@ def main() -> None:
     ap.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS))
     ap.add_argument("--w1-gammas", type=float, nargs="+", default=[0.9],
                     help="gammas of the w1/elastic-floor rows")
+    ap.add_argument("--intervals", type=int, nargs="*", default=list(INTERVALS),
+                    help="refresh_interval of the elastic-everyN/0.9 rows")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--configs", nargs="*", help="run only these config names")
     ap.add_argument("--task", choices=("arith", "long"), default="arith",
@@ -269,7 +275,7 @@ def main() -> None:
               max_num_seqs=max(1, args.concurrency))
     rows, unfinished = [], []
     for gen in args.gen_lengths:
-        for name, extra in configs(args.gammas, args.w1_gammas):
+        for name, extra in configs(args.gammas, args.w1_gammas, args.intervals):
             if args.configs and name not in args.configs:
                 continue
             requests = run_row(llm, name, extra, gen, prompts, problems, args.concurrency,

@@ -51,6 +51,19 @@ def test_refresh_interval_one_refreshes_every_step():
         assert p.begin_step(c).numel() == c.length
 
 
+def test_elastic_refresh_interval_runs_a_full_step_every_n_steps():
+    params = DiffusionParams(gen_length=16, schedule="window", window_length=4,
+                             cache_policy="elastic", gamma=0.0, refresh_interval=3)
+    c = canvas(gen_length=16, schedule="window", window_length=4)
+    e = make_policy(params, 2)
+    full = []
+    for _ in range(7):
+        full.append(e.begin_step(c).numel() == c.length)
+        assert e.in_update_mode(0) == full[-1] and e.in_update_mode(1) == full[-1]
+        e.end_step(c)
+    assert full == [True, False, False, True, False, False, True]
+
+
 def test_elastic_queries_tracked_committed_and_window_then_refreshes_after_trigger():
     params = DiffusionParams(gen_length=16, schedule="window", window_length=4,
                              cache_policy="elastic", gamma=0.9)

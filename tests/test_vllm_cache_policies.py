@@ -40,6 +40,7 @@ EXACT = [
     dict(BLOCKS, cache_policy="dual", refresh_interval=1),
     dict(BLOCKS, cache_policy="elastic", full_update=True),
     dict(WINDOW, cache_policy="elastic", full_update=True),
+    dict(WINDOW, cache_policy="elastic", refresh_interval=1, gamma=0.0),
     dict(WINDOW, cache_policy="prefix", refresh_interval=1),
     dict(WINDOW, cache_policy="dual", refresh_interval=1, temperature=0.8, seed=5),
     dict(WINDOW, cache_policy="none"),
@@ -85,6 +86,20 @@ def test_elastic_gamma_sets_how_often_deeper_layers_refresh(llm):
     assert never["refreshes_per_layer"] == [1, 1]
     assert always["refreshes_per_layer"] == [1, always["steps"]]
     assert never["work_fraction"] < always["work_fraction"] <= 1
+
+
+def test_elastic_refresh_interval_runs_a_full_step_every_n_steps(llm):
+    """Beyond the paper: with refresh_interval=2 and a drift test that never fires (gamma=0),
+    steps 0, 2, 4, ... run every layer over the whole canvas, the others only the query set
+    (one token per step, so the request takes several steps)."""
+    acct = llm.generate([{"prompt_token_ids": PROMPTS[1]}],
+                        sampling(dict(WINDOW, threshold=None, cache_policy="elastic",
+                                      gamma=0.0, refresh_interval=2)),
+                        use_tqdm=False)[0].kv_transfer_params["diffusion"]
+    assert acct["steps"] >= 3
+    full_steps = (acct["steps"] + 1) // 2
+    assert acct["refreshes_per_layer"] == [full_steps, full_steps]
+    assert acct["work_fraction"] < 1
 
 
 def test_bad_policy_parameters_are_rejected(llm):

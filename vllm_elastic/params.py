@@ -75,8 +75,9 @@ class DiffusionParams:
     cache_policy: str = "none"
     gamma: float = 0.9  # elastic: refresh deeper layers when attention similarity < gamma
     track_num: int = 1  # elastic: most-attended tokens tracked per layer
-    # prefix/dual: full refresh every `refresh_interval` steps as well as at each block start
-    # (1 makes them recompute everything: their exact, degenerate setting); null = never.
+    # prefix/dual: full refresh every `refresh_interval` steps as well as at each block start;
+    # elastic (beyond the paper): a full step every `refresh_interval` steps as well as on
+    # drift. 1 makes them recompute everything (their exact, degenerate setting); null = never.
     refresh_interval: int | None = None
     # elastic: every layer in update mode at every step (its exact, degenerate setting).
     full_update: bool = False

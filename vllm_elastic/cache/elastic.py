@@ -22,6 +22,12 @@ only (the authors' runs it on all positions after a refresh; only window logits 
 the accounting counts token-layer evaluations exactly (theirs counts step 0 as L+1 layers).
 `full_update=True` puts every layer in update mode at every step: the exact setting.
 
+Beyond the paper (default null, off): `refresh_interval=N` also runs a full step, the whole
+canvas with every layer in update mode as at step 0, every N steps (N = 1 is `full_update`).
+The drift test only sees the query rows' K/V change, so K/V that go stale elsewhere (decoded
+tokens whose context moved, off-window MASKs) are otherwise never refreshed; this bounds
+their age, as Fast-dLLM's caches bound it with their block refresh.
+
 Beyond the paper (default off): the authors never refresh layer 0 after step 0, and a trigger
 at layer l refreshes only l+1.., so stale shallow outputs are never repaired.
 `refresh_layers="trigger"` also recomputes layer l; `"all"` recomputes layers 0..l (every
@@ -47,6 +53,8 @@ class ElasticCache(CachePolicy):
     def __init__(self, params, num_layers: int) -> None:
         super().__init__(params, num_layers)
         self.first_step = True
+        self.refreshing = True  # this step runs the whole canvas, every layer in update mode
+        self.age = 0  # steps since (and including) the last full step
         self.tracked = torch.empty(0, dtype=torch.long)
         self.window = torch.empty(0, dtype=torch.long)
         self.masked = torch.empty(0, dtype=torch.bool)
@@ -56,9 +64,13 @@ class ElasticCache(CachePolicy):
 
     @property
     def full_step(self) -> bool:
-        return self.first_step or self.params.full_update
+        return self.refreshing
 
     def begin_step(self, canvas) -> torch.Tensor:
+        interval = self.params.refresh_interval
+        self.refreshing = (self.first_step or self.params.full_update
+                           or (interval is not None and self.age >= interval))
+        self.age = 1 if self.refreshing else self.age + 1
         # The rows whose logits the step reads: the window, or for a shifted-logit model
         # (Dream) its predecessors, as the authors' Dream code queries them.
         self.window = canvas.logit_rows()
