@@ -113,6 +113,7 @@ EXACT = [
     dict(WINDOW, cache_policy="dual", refresh_interval=1, temperature=0.8, seed=5),
     dict(WINDOW, cache_policy="elastic", full_update=True),
     dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers="all"),
+    dict(WINDOW, cache_policy="elastic", gamma=0.0, refresh_interval=1),
     dict(DREAM, alg="entropy", cache_policy="prefix", refresh_interval=1),
     dict(DREAM, alg="maskgit_plus", cache_policy="dual", refresh_interval=1),
     dict(DREAM, alg="origin", temperature=0.8, seed=4, cache_policy="elastic",

@@ -52,9 +52,8 @@ class ElasticCache(CachePolicy):
 
     def __init__(self, params, num_layers: int) -> None:
         super().__init__(params, num_layers)
-        self.first_step = True
-        self.refreshing = True  # this step runs the whole canvas, every layer in update mode
-        self.age = 0  # steps since (and including) the last full step
+        self.full_step = True  # this step runs the whole canvas, every layer in update mode
+        self.age = 0  # steps since (and including) the last full step; 0 before step 0
         self.tracked = torch.empty(0, dtype=torch.long)
         self.window = torch.empty(0, dtype=torch.long)
         self.masked = torch.empty(0, dtype=torch.bool)
@@ -62,15 +61,11 @@ class ElasticCache(CachePolicy):
         self.next_tracked: list[torch.Tensor] = []
         self.similarities: list[float] = []  # drift test results, for analysis
 
-    @property
-    def full_step(self) -> bool:
-        return self.refreshing
-
     def begin_step(self, canvas) -> torch.Tensor:
         interval = self.params.refresh_interval
-        self.refreshing = (self.first_step or self.params.full_update
-                           or (interval is not None and self.age >= interval))
-        self.age = 1 if self.refreshing else self.age + 1
+        self.full_step = (self.age == 0 or self.params.full_update
+                          or (interval is not None and self.age >= interval))
+        self.age = 1 if self.full_step else self.age + 1
         # The rows whose logits the step reads: the window, or for a shifted-logit model
         # (Dream) its predecessors, as the authors' Dream code queries them.
         self.window = canvas.logit_rows()
@@ -107,6 +102,5 @@ class ElasticCache(CachePolicy):
         return restart
 
     def end_step(self, canvas) -> None:
-        self.first_step = False
         if self.next_tracked:
             self.tracked = torch.cat(self.next_tracked).unique()
