@@ -40,8 +40,36 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
     p = request_params(defaults, {"block_length": 32.0, "steps": "32"}, 0.5, 7)
     assert (p.gen_length, p.block_length, p.steps, p.temperature, p.seed) == (64, 32, 32, 0.5, 7)
     assert p.steps_per_block == 16
-    assert request_params(defaults, {"drift_min_weight": "1e-6"}, 0.0, None).drift_min_weight \
-        == 1e-6
+    assert request_params(defaults, {"cache_policy": "elastic", "drift_min_weight": "1e-6"},
+                          0.0, None).drift_min_weight == 1e-6
+
+
+@pytest.mark.parametrize("extra, param, field", [
+    ({"window_length": 32}, "window_length", "schedule"),
+    ({"schedule": "window", "block_length": 16}, "block_length", "schedule"),
+    ({"schedule": "window", "threshold": 0.9, "steps": 8}, "steps", "schedule"),
+    ({"alg": "entropy"}, "alg", "schedule"),
+    ({"schedule": "dream", "threshold": 0.9}, "threshold", "schedule"),
+    ({"cache_policy": "dual", "gamma": 0.5}, "gamma", "cache_policy"),
+    ({"drift_min_weight": 1e-6}, "drift_min_weight", "cache_policy"),
+    ({"refresh_interval": 2}, "refresh_interval", "cache_policy"),
+])
+def test_a_request_key_without_effect_on_the_request_is_refused(extra, param, field):
+    """A request must not silently run without what it asked for: window_length under the
+    default blocks schedule, gamma with a policy other than elastic, ..."""
+    with pytest.raises(DiffusionParamError) as e:
+        request_params(DiffusionParams(), extra, 0.0, None)
+    assert e.value.param == param
+    assert param in str(e.value) and field in str(e.value)
+
+
+def test_server_defaults_may_hold_keys_for_other_requests():
+    """A server default (here elastic's gamma) is not refused for requests it does not fit."""
+    defaults = server_defaults({"diffusion": {"gamma": 0.95, "window_length": 32}})
+    assert request_params(defaults, {"cache_policy": "dual"}, 0.0, None).gamma == 0.95
+    p = request_params(defaults, {"schedule": "window", "cache_policy": "elastic",
+                                  "threshold": 0.9}, 0.0, None)
+    assert (p.gamma, p.window_length) == (0.95, 32)
 
 
 @pytest.mark.parametrize("key", ["gen_lenght", "window", "unrelated"])

@@ -38,7 +38,7 @@ def small_kv_llm(tiny_model, reference):
 def test_requests_wait_for_blocks_and_all_complete(small_kv_llm, reference):
     from vllm import SamplingParams
 
-    case = dict(gen_length=64, block_length=16, cache_policy="elastic", gamma=1.0,
+    case = dict(gen_length=64, cache_policy="elastic", gamma=1.0,
                 refresh_layers="all", schedule="window", window_length=8, threshold=0.3)
     outs = small_kv_llm.generate([{"prompt_token_ids": p} for p in PROMPTS],
                                  SamplingParams(temperature=0.0, max_tokens=None,

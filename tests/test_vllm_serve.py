@@ -68,6 +68,7 @@ def test_streaming_delivers_the_same_text_in_several_chunks(server):
     ({"prompt": "hi", "vllm_xargs": {"gen_lenght": 32}}, "gen_lenght"),  # a typo
     ({"prompt": "hi", "vllm_xargs": {"window": 8}}, "window"),          # not window_length
     ({"prompt": "hi", "vllm_xargs": {"gen_length": True}}, "gen_length"),  # not an integer
+    ({"prompt": "hi", "vllm_xargs": {"window_length": 8}}, "window_length"),  # blocks schedule
 ])
 def test_bad_input_is_400_naming_the_parameter_then_server_still_serves(server, body, param):
     r = post(server, "/v1/completions", body)

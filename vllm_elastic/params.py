@@ -32,6 +32,26 @@ EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
                   "refresh_interval", "full_update", "refresh_layers", "drift_min_weight",
                   "alg", "alg_temp", "eps")
+# What a request parameter acts on: (the field that must allow it, the values that do). A
+# request that sets one where it has no effect is refused, since it would otherwise run
+# without what it asked for (window_length without schedule 'window' is the classic one).
+APPLIES_TO = {
+    "block_length": ("schedule", ("blocks",)),
+    "steps": ("schedule", ("blocks", "dream")),
+    "remasking": ("schedule", ("blocks", "window")),
+    "threshold": ("schedule", ("blocks", "window")),
+    "window_length": ("schedule", ("window",)),
+    "tokens_per_iter": ("schedule", ("window",)),
+    "alg": ("schedule", ("dream",)),
+    "alg_temp": ("schedule", ("dream",)),
+    "eps": ("schedule", ("dream",)),
+    "refresh_interval": ("cache_policy", ("prefix", "dual", "elastic")),
+    "gamma": ("cache_policy", ("elastic",)),
+    "track_num": ("cache_policy", ("elastic",)),
+    "full_update": ("cache_policy", ("elastic",)),
+    "refresh_layers": ("cache_policy", ("elastic",)),
+    "drift_min_weight": ("cache_policy", ("elastic",)),
+}
 # Where the engine core puts a request's resolved parameters for the worker (not a user key).
 RESOLVED_KEY = "_vllm_elastic_resolved"
 
@@ -237,7 +257,23 @@ def request_params(
     overrides["seed"] = seed
     overrides["top_p"] = None if top_p is None or top_p >= 1.0 else top_p  # vLLM's "off": 1
     overrides["top_k"] = None if top_k is None or top_k <= 0 else top_k  # vLLM's "off": 0/-1
-    return defaults.with_overrides(overrides)
+    params = defaults.with_overrides(overrides)
+    check_applicable(params, extra_args or {})
+    return params
+
+
+def check_applicable(params: DiffusionParams, keys: Mapping[str, Any]) -> None:
+    """Refuse a request key that has no effect on this request (see APPLIES_TO). Server
+    defaults are not checked: they apply to whichever requests they fit."""
+    for key in keys:
+        if key not in APPLIES_TO:
+            continue
+        field, allowed = APPLIES_TO[key]
+        actual = getattr(params, field)
+        if actual not in allowed:
+            raise DiffusionParamError(
+                key, f"{key} applies only with {field} in {list(allowed)}; this request has "
+                f"{field} {actual!r}: set {field} or drop {key}")
 
 
 def sampling_request_params(defaults: DiffusionParams, sp) -> DiffusionParams:
