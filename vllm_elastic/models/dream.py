@@ -29,7 +29,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.attention import DiffusionAttention
-from vllm_elastic.models.stack import GatedMLP, run_layers
+from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -73,7 +73,7 @@ class DreamDecoderLayer(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(positions, self.input_layernorm(x))
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return add_feed_forward(x, self.post_attention_layernorm, self.mlp)
 
 
 class DreamBaseModel(nn.Module):

@@ -26,7 +26,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.attention import DiffusionAttention
-from vllm_elastic.models.stack import GatedMLP, run_layers
+from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -70,7 +70,7 @@ class LLaDABlock(nn.Module):
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(positions, self.attn_norm(x))
-        return x + self.mlp(self.ff_norm(x))
+        return add_feed_forward(x, self.ff_norm, self.mlp)
 
 
 class LLaDAModel(nn.Module):

@@ -47,6 +47,26 @@ def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Te
     return x
 
 
+# On CPU the feed-forward sublayer runs a batch's rows in chunks of at most this many MLP
+# activations (gate and up: 8 MiB in fp32), so its elementwise work stays in the CPU's cache.
+CPU_FEED_FORWARD_CHUNK = 1 << 21
+
+
+def add_feed_forward(x: torch.Tensor, norm: nn.Module, mlp: "GatedMLP") -> torch.Tensor:
+    """x + mlp(norm(x)). On CPU a large batch (many canvases at once) goes through in row
+    chunks written in place: in one call the norm, activation and residual tensors of the
+    whole batch fall out of the cache and each row costs more than in a request of its own.
+    GPUs keep one call (large matmuls are what they are good at)."""
+    rows = max(1, CPU_FEED_FORWARD_CHUNK // (2 * mlp.size))
+    if not x.is_cpu or x.shape[0] <= rows:
+        return x + mlp(norm(x))
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[0], rows):
+        chunk = x[start: start + rows]
+        torch.add(chunk, mlp(norm(chunk)), out=out[start: start + rows])
+    return out
+
+
 class GatedMLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), gate and up fused, sharded over TP ranks."""
 
@@ -56,6 +76,7 @@ class GatedMLP(nn.Module):
                                                        prefix=f"{prefix}.gate_up_proj")
         self.down_proj = RowParallelLinear(size, hidden, bias=bias, prefix=f"{prefix}.down_proj")
         self.act = SiluAndMul()
+        self.size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate_up, _ = self.gate_up_proj(x)
