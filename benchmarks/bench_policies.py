@@ -46,7 +46,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
 FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
-INTERVALS = (2, 4, 8)  # refresh_interval of the elastic-everyN rows
+INTERVALS = (2, 3, 4, 6, 8)  # refresh_interval of the elastic-everyN rows
 
 
 def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS) -> list[tuple[str, dict]]:

@@ -155,17 +155,17 @@ def main() -> None:
                      f"{1e3 * r['query_s']:.3f} (n={r['query']}) | {1e3 * r['statistics_s']:.3f} | "
                      f"{r['query_over_full']:.3f} | {r['query_with_statistics_over_full']:.3f} | "
                      f"{r['n_over_L']:.3f} |")
-    if args.device.startswith("cuda"):
-        where = f"{torch.cuda.get_device_name(args.device)}, GPU, torch {torch.__version__}"
-    else:
-        where = f"{args.threads} torch thread(s)"
+    gpu = (f"{torch.cuda.get_device_name(args.device)}, GPU, torch {torch.__version__}"
+           if args.device.startswith("cuda") else None)
+    where = gpu or f"{args.threads} torch thread(s)"
     mode = "CUDA graphs" if args.cuda_graphs else "eager PyTorch"
     setup = (f"{args.dtype}; one LLaDA layer (d_model {args.d_model}, {args.heads} heads, MLP "
              f"{args.mlp}), {mode}, SDPA attention; statistics: window {args.window}, "
              f"{args.tracked} tracked tokens; times only kernels, no elastic speedup or accuracy "
              f"(random weights).")
     write_report(args.out + ".md", f"Kernel time per layer at width {args.d_model} "
-                 "(random weights)", setup, lines, threads=where)
+                 "(random weights)", setup, lines, threads=f"{args.threads} torch thread(s)",
+                 accelerator=gpu)
     with open(args.out + ".json", "w") as f:
         json.dump({"setup": setup, "device": where, "rows": rows}, f, indent=1)
 
