@@ -91,8 +91,8 @@ def run_padded(c) -> torch.Tensor:
 
 
 def engine_layout(c):
-    from vllm_elastic.page_layout import PageLayout
-    from vllm_elastic.varlen import build_layout
+    from vllm_elastic.kernels.page_layout import PageLayout
+    from vllm_elastic.kernels.varlen import build_layout
 
     n = c["qpos"].numel()
     page = PageLayout("kv", c["heads"], c["heads"], c["dim"], 0)
@@ -101,7 +101,7 @@ def engine_layout(c):
 
 
 def run_engine(c, page, layout) -> torch.Tensor:
-    from vllm_elastic.varlen import torch_varlen_attention
+    from vllm_elastic.kernels.varlen import torch_varlen_attention
 
     return torch_varlen_attention(c["q"], c["rows"], layout, page)
 

@@ -69,8 +69,8 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from vllm_elastic.training.data import chat_prompt_ids
-    from vllm_elastic.training.train import task_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids
+    from vllm_elastic.tools.training.train import task_data
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = [chat_prompt_ids(tokenizer, p.question)

@@ -104,13 +104,13 @@ def run_llamacpp(cli: str, gguf: str, question: str, canvas: int, steps: int,
 
 
 def run_oracle(model_dir: str, ids: list[list[int]], gen: int, threads: int, eos: int) -> dict:
-    """The plain-PyTorch oracle (vllm_elastic.reference, no engine) on the matched schedule:
+    """The plain-PyTorch oracle (vllm_elastic.oracles.llada, no engine) on the matched schedule:
     one full forward of the canvas per step, all `gen` steps (it does not stop at the EOS).
     Its time per step is our full-recompute step without vLLM around it."""
     import torch
 
     from vllm_elastic.params import DiffusionParams
-    from vllm_elastic.reference import ReferenceLLaDA, generate
+    from vllm_elastic.oracles.llada import ReferenceLLaDA, generate
 
     torch.set_num_threads(threads)
     model = ReferenceLLaDA.from_pretrained(model_dir)
@@ -187,8 +187,8 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.training.train import task_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.tools.training.train import task_data
 
     cli = os.path.join(args.llama_cpp, "build", "bin", "llama-diffusion-cli")
     gguf = os.path.join(tempfile.mkdtemp(), "model.gguf")

@@ -260,8 +260,8 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.training.train import task_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.tools.training.train import task_data
 
     problems = task_data(args.task).test_problem_list(args.n)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

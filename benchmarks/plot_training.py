@@ -3,7 +3,7 @@
     python benchmarks/plot_training.py [--log examples/models/llada-tiny-arith/train_log.jsonl]
                                        [--out benchmarks/results/training_loss.png]
 
-Reads the JSONL log written by `python -m vllm_elastic.training.train` (records of type
+Reads the JSONL log written by `python -m vllm_elastic.tools.training.train` (records of type
 "train": step, elapsed_s, loss, ...; type "eval": step, elapsed_s, accuracy, ...).
 """
 

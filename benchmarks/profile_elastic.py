@@ -66,14 +66,14 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    import vllm_elastic.attention as attention_module
-    from vllm_elastic.attention import DiffusionAttention
-    from vllm_elastic.batch import DiffusionBatch
-    from vllm_elastic.decoding import Canvas
+    import vllm_elastic.kernels.attention as attention_module
+    from vllm_elastic.kernels.attention import DiffusionAttention
+    from vllm_elastic.engine.batch import DiffusionBatch
+    from vllm_elastic.decoding.canvas import Canvas
     from vllm_elastic.engine.runner import DiffusionModelRunner
     from vllm_elastic.models.llada import LLaDAModel
-    from vllm_elastic.training.data import chat_prompt_ids
-    from vllm_elastic.training.train import task_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids
+    from vllm_elastic.tools.training.train import task_data
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

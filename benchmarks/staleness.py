@@ -72,9 +72,9 @@ def _probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def simulated_step(model, canvas, policy, pages: SimulatedPages, extra: tuple[str, ...]
                    ) -> torch.Tensor:
     """One decoding step of `policy` over simulated pages -> logits of the window."""
-    from vllm_elastic.attention_stats import head_axis_similarity
+    from vllm_elastic.kernels.statistics import head_axis_similarity
     from vllm_elastic.cache.base import LayerStats
-    from vllm_elastic.reference import rope_cos_sin
+    from vllm_elastic.oracles.llada import rope_cos_sin
 
     cfg, t = model.config, model.model.transformer
     n, p_len = canvas.length, canvas.prompt_len
@@ -122,8 +122,8 @@ def simulated_step(model, canvas, policy, pages: SimulatedPages, extra: tuple[st
 def decode(model, prompt_ids: list[int], params, extra: tuple[str, ...]) -> tuple[list[int], int]:
     """(answer tokens up to the first EOS, steps) for one prompt."""
     from vllm_elastic.cache import make_policy
-    from vllm_elastic.decoding import Canvas
-    from vllm_elastic.reference import cut_at_eos
+    from vllm_elastic.decoding.canvas import Canvas
+    from vllm_elastic.oracles.llada import cut_at_eos
 
     cfg = model.config
     canvas = Canvas(prompt_ids, params, cfg.mask_token_id, cfg.eos_token_id)
@@ -155,9 +155,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from vllm_elastic.params import DiffusionParams
-    from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.training.train import task_data
+    from vllm_elastic.oracles.llada import ReferenceLLaDA, cut_at_eos
+    from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.tools.training.train import task_data
 
     model = ReferenceLLaDA.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -54,7 +54,7 @@ class LayerTrace:
 @torch.no_grad()
 def traced_forward(model, ids: torch.Tensor) -> tuple[torch.Tensor, list[LayerTrace]]:
     """The reference forward for one canvas [L], keeping each layer's K, V and weights."""
-    from vllm_elastic.reference import rope_cos_sin
+    from vllm_elastic.oracles.llada import rope_cos_sin
 
     cfg, t = model.config, model.model.transformer
     n = ids.shape[0]
@@ -140,13 +140,13 @@ class Collector:
     @staticmethod
     def _similarity(new: torch.Tensor, old: torch.Tensor, min_weight: float) -> float:
         """The engine's statistic itself (one rank: nothing to sum across)."""
-        from vllm_elastic.attention import head_axis_similarity
+        from vllm_elastic.kernels.attention import head_axis_similarity
 
         return head_axis_similarity(new, old, min_weight=min_weight, reduce=lambda t: t)
 
 
 def decode_and_trace(model, prompt_ids, gen_length, collector) -> int:
-    from vllm_elastic.decoding import Canvas
+    from vllm_elastic.decoding.canvas import Canvas
     from vllm_elastic.params import DiffusionParams
 
     cfg = model.config
@@ -269,9 +269,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from vllm_elastic.reference import ReferenceLLaDA
-    from vllm_elastic.training import long_data
-    from vllm_elastic.training.data import chat_prompt_ids, test_problem_list
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
+    from vllm_elastic.tools.training import long_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids, test_problem_list
 
     torch.manual_seed(0)
     model = ReferenceLLaDA.from_pretrained(args.model)

@@ -28,7 +28,7 @@ RUNS = [("full recompute (none)", {"cache_policy": "none"}),
 
 
 def extract_answer(text: str) -> int | None:
-    from vllm_elastic.training.data import extract_answer as extract
+    from vllm_elastic.tools.training.data import extract_answer as extract
 
     return extract(text)
 

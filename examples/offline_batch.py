@@ -83,7 +83,7 @@ def prompt_ids(request: dict, tokenizer, chat: bool) -> list[int]:
 def run_chunk(llm, tokenizer, chunk: list[dict], args) -> list[dict]:
     """Generate one chunk. Each request is checked first (the same checks the server answers
     with HTTP 400), so a bad line is reported alone and the rest of the chunk still runs."""
-    from vllm_elastic.plugin import check_request
+    from vllm_elastic.integration.validation import check_request
 
     results, prompts, params, owners = [], [], [], []
     for item in chunk:

@@ -29,7 +29,7 @@ def make_checkpoint(path: str, layers: int = 2, heads: int = 2, kv_heads: int | 
     """A random LLaDA checkpoint whose outputs vary (init_scale) and that emits EOS sometimes."""
     from safetensors.torch import load_file, save_file
 
-    from vllm_elastic.checkpoint import EOS_ID, write_random_checkpoint
+    from vllm_elastic.tools.checkpoint import EOS_ID, write_random_checkpoint
 
     write_random_checkpoint(path, layers=layers, d_model=128, heads=heads, kv_heads=kv_heads,
                             seed=seed, init_scale=init_scale)
@@ -47,7 +47,7 @@ def make_dream_checkpoint(path: str, layers: int = 2, heads: int = 4, kv_heads: 
     outputs vary and that emits EOS sometimes."""
     from safetensors.torch import load_file, save_file
 
-    from vllm_elastic.checkpoint import DREAM_EOS_ID, write_random_dream_checkpoint
+    from vllm_elastic.tools.checkpoint import DREAM_EOS_ID, write_random_dream_checkpoint
 
     write_random_dream_checkpoint(path, layers=layers, hidden=128, heads=heads,
                                   kv_heads=kv_heads, seed=seed, init_scale=init_scale)
@@ -65,7 +65,7 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def reference(tiny_model):
-    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
 
     torch.manual_seed(0)
     return ReferenceLLaDA.from_pretrained(tiny_model)

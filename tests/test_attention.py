@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from vllm_elastic.attention import head_axis_similarity
+from vllm_elastic.kernels.attention import head_axis_similarity
 
 
 def _same(t: torch.Tensor) -> torch.Tensor:

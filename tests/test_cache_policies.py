@@ -3,7 +3,7 @@
 import torch
 
 from vllm_elastic.cache import LayerStats, make_policy
-from vllm_elastic.decoding import Canvas
+from vllm_elastic.decoding.canvas import Canvas
 from vllm_elastic.params import DiffusionParams
 
 MASK = 1

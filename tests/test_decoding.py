@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from vllm_elastic.decoding import Canvas
+from vllm_elastic.decoding.canvas import Canvas
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 
 def run_canvas(model, prompt, params):

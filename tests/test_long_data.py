@@ -6,8 +6,8 @@ import re
 
 import torch
 
-from vllm_elastic.training import long_data
-
+from vllm_elastic.tools import checkpoint
+from vllm_elastic.tools.training import batches, long_data, long_drills, masks, objective, options
 
 # Trainer arguments of the batch tests: long problems, one large batch, answer-sized canvases.
 LONG_BATCH_ARGS = ["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
@@ -52,8 +52,8 @@ def test_every_step_is_right_and_the_answer_depends_on_the_prompt():
 
 
 def test_answers_are_long_with_a_long_tail_and_fit_gen_512():
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training.data import answer_ids
+    from vllm_elastic.tools.checkpoint import build_tokenizer
+    from vllm_elastic.tools.training.data import answer_ids
 
     tok = build_tokenizer(long_data.tokenizer_corpus(n=1500), 512)
     lengths = sorted(len(answer_ids(tok, p.solution)) for p in long_data.test_problem_list(300))
@@ -68,7 +68,7 @@ def test_drills_do_their_arithmetic_and_stay_in_range():
 
     rng = random.Random(7)
     for _ in range(300):
-        p = long_data.drill(rng, rng.randint(2, 12))
+        p = long_drills.drill(rng, rng.randint(2, 12))
         lines = p.solution.split("\n")
         value = int(re.match(r"Start with (\d+)\.", p.question).group(1))
         for line in lines[:-1]:
@@ -83,36 +83,35 @@ def test_drills_do_their_arithmetic_and_stay_in_range():
 
 
 def test_drill_share_of_a_long_batch():
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training import data, train as T
+    from vllm_elastic.tools.checkpoint import build_tokenizer
+    from vllm_elastic.tools.training import data
 
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
     base = LONG_BATCH_ARGS
-    with_drills = T.parse_args(base + ["--drill-frac", "1"])
-    ids, plens, _, _kinds = T.make_batch(with_drills, tok, 3)
+    with_drills = options.parse_args(base + ["--drill-frac", "1"])
+    ids, plens, _, _kinds = batches.make_batch(with_drills, tok, 3)
     assert all("What is the result?" in tok.decode(r[:int(p)].tolist())
                for r, p in zip(ids, plens))
-    plain = T.parse_args(base)
-    assert torch.equal(T.make_batch(plain, tok, 3)[0],
-                       T.make_batch(T.parse_args(base + ["--drill-frac", "0"]), tok, 3)[0])
+    plain = options.parse_args(base)
+    assert torch.equal(batches.make_batch(plain, tok, 3)[0],
+                       batches.make_batch(options.parse_args(base + ["--drill-frac", "0"]), tok, 3)[0])
 
 
 def test_eos_tail_of_a_long_batch_follows_the_flag():
     """--eos-tail-max bounds the EOS padding after a batch's longest answer (G minus the
     longest answer), and a large value gives tails a short one never does, so the masks left
     after a frontier stop counting the answer's remaining tokens."""
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training import data, train as T
+    from vllm_elastic.tools.checkpoint import build_tokenizer
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     base = LONG_BATCH_ARGS
 
     def tails(extra: list[str]) -> list[int]:
-        args = T.parse_args(base + extra)
+        args = options.parse_args(base + extra)
         out = []
         for step in range(40):
-            batch = T.make_batch(args, tok, step)
-            answer_lengths = T.first_answer_eos(batch.ids, batch.prompt_lengths) \
+            batch = batches.make_batch(args, tok, step)
+            answer_lengths = masks.first_answer_eos(batch.ids, batch.prompt_lengths) \
                 - batch.prompt_lengths
             out.append(batch.gen_length - int(answer_lengths.max()))
         return out
@@ -131,7 +130,7 @@ def test_facts_are_right_independent_and_in_range():
     rng = random.Random(7)
     for _ in range(300):
         n = rng.randint(4, 16)
-        p = long_data.facts(rng, n)
+        p = long_drills.facts(rng, n)
         listed = re.fullmatch(r"Work out (.*)\.", p.question).group(1)
         exprs = re.split(r", | and ", listed)
         lines = p.solution.split("\n")
@@ -148,7 +147,7 @@ def test_facts_are_right_independent_and_in_range():
 
 def test_facts_low_draws_step_operands_where_the_digit_count_changes():
     """--facts-low: at 0 the facts (and the random stream after them) are unchanged; at 1
-    every one-digit step's operand is below long_data.LOW_VALUE, the arithmetic still right,
+    every one-digit step's operand is below long_drills.LOW_VALUE, the arithmetic still right,
     and far more steps change the result's digit count than with uniform operands."""
     import re
 
@@ -156,7 +155,7 @@ def test_facts_low_draws_step_operands_where_the_digit_count_changes():
         rng = random.Random(seed)
         found = []
         for _ in range(400):
-            p = long_data.facts(rng, 8, low=low)
+            p = long_drills.facts(rng, 8, low=low)
             found += [(int(a), op, int(x), int(c))
                       for a, op, x, c in re.findall(r"^(\d+)([-+])(\d)=(\d+)$", p.solution,
                                                     re.M)]
@@ -164,12 +163,12 @@ def test_facts_low_draws_step_operands_where_the_digit_count_changes():
 
     uniform, after_uniform = steps(0.0)
     rng, rng_low0 = random.Random(3), random.Random(3)
-    default = [long_data.facts(rng, 8).solution for _ in range(400)]
+    default = [long_drills.facts(rng, 8).solution for _ in range(400)]
     assert after_uniform == rng.random()  # low=0 draws nothing extra
-    assert default == [long_data.facts(rng_low0, 8, low=0.0).solution for _ in range(400)]
+    assert default == [long_drills.facts(rng_low0, 8, low=0.0).solution for _ in range(400)]
     low, _ = steps(1.0)
     # subtractions are all steps (a shop-style total adds a product that can be one digit)
-    assert all(a < long_data.LOW_VALUE for a, op, _, _ in low if op == "-")
+    assert all(a < long_drills.LOW_VALUE for a, op, _, _ in low if op == "-")
     assert all(c == (a + x if op == "+" else a - x) and 0 <= c <= 99 for a, op, x, c in low)
 
     def changes(found):
@@ -178,14 +177,14 @@ def test_facts_low_draws_step_operands_where_the_digit_count_changes():
 
 
 def test_facts_and_drills_share_a_long_batch():
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training import data, train as T
+    from vllm_elastic.tools.checkpoint import build_tokenizer
+    from vllm_elastic.tools.training import data
 
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
     base = LONG_BATCH_ARGS
-    ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "1"]), tok, 3)
+    ids, plens, _, _kinds = batches.make_batch(options.parse_args(base + ["--facts-frac", "1"]), tok, 3)
     assert all("Work out" in tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens))
-    ids, plens, _, _kinds = T.make_batch(T.parse_args(base + ["--facts-frac", "0.5",
+    ids, plens, _, _kinds = batches.make_batch(options.parse_args(base + ["--facts-frac", "0.5",
                                                       "--drill-frac", "0.5"]), tok, 3)
     prompts = [tok.decode(r[:int(p)].tolist()) for r, p in zip(ids, plens)]
     assert any("Work out" in q for q in prompts) and any("What is the result?" in q
@@ -197,19 +196,18 @@ def test_results_rows_mask_and_score_exactly_the_result_digits():
     """--results-frac: facts rows masked on their result digits only (`32` in `36-4=32` and the
     `#### N` line; operands and everything else visible), scored there alone; other kinds are
     never picked (their results reappear as later operands, so they could be copied)."""
-    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
-    from vllm_elastic.reference import ReferenceLLaDA
-    from vllm_elastic.training import data, train as T
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
+    from vllm_elastic.tools.checkpoint import build_tokenizer, tiny_config
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length",
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length",
                          "0", "--batch-tokens", "100000", "--long-frac", "0",
                          "--facts-frac", "0.5", "--results-frac", "1"])
-    batch = T.make_batch(args, tok, 3)
-    rows = T.result_rows(args, batch.kinds, 3)
+    batch = batches.make_batch(args, tok, 3)
+    rows = masks.result_rows(args, batch.kinds, 3)
     assert torch.equal(rows, torch.tensor([k == "facts" for k in batch.kinds]))
     assert 0 < int(rows.sum()) < len(rows)
-    results = T.result_digits(batch.ids, batch.prompt_lengths, T.arith_tokens(tok))
+    results = masks.result_digits(batch.ids, batch.prompt_lengths, masks.arith_tokens(tok))
     for r in range(len(rows)):
         if not rows[r]:
             continue
@@ -222,7 +220,7 @@ def test_results_rows_mask_and_score_exactly_the_result_digits():
             for line in tok.decode(answer.tolist()).split("<|endoftext|>")[0].split("\n"))
         assert shown.startswith(want)
         assert not results[r, :int(batch.prompt_lengths[r])].any()
-    assert T.result_rows(T.parse_args(["--out", "u", "--minutes", "1"]), batch.kinds, 3) is None
+    assert masks.result_rows(options.parse_args(["--out", "u", "--minutes", "1"]), batch.kinds, 3) is None
 
     seen = {}
 
@@ -236,50 +234,48 @@ def test_results_rows_mask_and_score_exactly_the_result_digits():
             return self.inner(x)
 
     mask = results & rows[:, None]
-    loss = T.sft_loss(Spy(), batch.ids, batch.prompt_lengths, 1e-3,
+    loss = objective.sft_loss(Spy(), batch.ids, batch.prompt_lengths, 1e-3,
                       torch.Generator().manual_seed(0), results=mask)
     x = seen["x"]
-    assert torch.equal(x[rows] == T.MASK_ID, mask[rows])   # exactly the results, nothing else
+    assert torch.equal(x[rows] == checkpoint.MASK_ID, mask[rows])   # exactly the results, nothing else
     assert torch.isfinite(loss) and float(loss.detach()) > 0
 
 
 def test_frontier_at_results_cuts_at_a_result_first_digit():
     """--frontier-at-results: those frontier rows open their window on a result's first digit
     (everything before it visible, it masked); the other rows keep the uniform cut."""
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training import train as T
+    from vllm_elastic.tools.checkpoint import build_tokenizer
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     base = LONG_BATCH_ARGS
-    args = T.parse_args(base + ["--frontier-at-results", "1"])
-    batch = T.make_batch(args, tok, 5)
-    arith = T.arith_tokens(tok)
-    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
-    starts = T.result_starts(batch.ids, batch.prompt_lengths, arith)
+    args = options.parse_args(base + ["--frontier-at-results", "1"])
+    batch = batches.make_batch(args, tok, 5)
+    arith = masks.arith_tokens(tok)
+    cuts = masks.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    starts = masks.result_starts(batch.ids, batch.prompt_lengths, arith)
     assert torch.equal(cuts, starts) and bool(cuts.any(1).all())
-    digits = T.result_digits(batch.ids, batch.prompt_lengths, arith)
+    digits = masks.result_digits(batch.ids, batch.prompt_lengths, arith)
     assert bool((starts <= digits).all()) and int(starts.sum()) < int(digits.sum())
     p_mask = torch.full(batch.ids.shape, 0.5)
-    masked, scored = T.frontier_masks(batch.ids, batch.prompt_lengths, p_mask, 32,
+    masked, scored = masks.frontier_masks(batch.ids, batch.prompt_lengths, p_mask, 32,
                                       torch.Generator().manual_seed(0), cuts)
     first = masked.float().argmax(1)
     assert all(bool(starts[r, first[r]]) for r in range(len(first)))
     assert bool(scored[torch.arange(len(first)), first].all())
-    assert T.frontier_cuts(T.parse_args(base), batch.ids, batch.prompt_lengths, arith, 5) is None
+    assert masks.frontier_cuts(options.parse_args(base), batch.ids, batch.prompt_lengths, arith, 5) is None
 
 
 def test_frontier_at_lines_cuts_at_a_line_start_or_the_answer_eos():
     """--frontier-at-lines: after the --frontier-at-results share, that share of frontier rows
     cuts at an answer line's first token (`Day`, `Minute`, `The`, `####`) or the answer's EOS;
     never inside a line, never in the padding EOS."""
-    from vllm_elastic.checkpoint import EOS_ID, build_tokenizer
-    from vllm_elastic.training import train as T
+    from vllm_elastic.tools.checkpoint import EOS_ID, build_tokenizer
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     base = LONG_BATCH_ARGS
-    arith = T.arith_tokens(tok)
-    batch = T.make_batch(T.parse_args(base), tok, 5)
-    lines = T.line_starts(batch.ids, batch.prompt_lengths, arith)
+    arith = masks.arith_tokens(tok)
+    batch = batches.make_batch(options.parse_args(base), tok, 5)
+    lines = masks.line_starts(batch.ids, batch.prompt_lengths, arith)
     for r in range(len(batch.ids)):
         row, plen = batch.ids[r].tolist(), int(batch.prompt_lengths[r])
         answer = row[plen:row.index(EOS_ID, plen)]
@@ -287,9 +283,9 @@ def test_frontier_at_lines_cuts_at_a_line_start_or_the_answer_eos():
         want.append(plen + len(answer))                       # the answer's EOS
         assert lines[r].nonzero()[:, 0].tolist() == want
         assert tok.decode([row[want[-2]]]) == "####"          # the last line is `#### N`
-    args = T.parse_args(base + ["--frontier-at-results", "0.5", "--frontier-at-lines", "0.5"])
-    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
-    starts = T.result_starts(batch.ids, batch.prompt_lengths, arith)
+    args = options.parse_args(base + ["--frontier-at-results", "0.5", "--frontier-at-lines", "0.5"])
+    cuts = masks.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    starts = masks.result_starts(batch.ids, batch.prompt_lengths, arith)
     at_results = (cuts & starts).any(1)
     at_lines = (cuts & lines).any(1)
     assert bool((at_results ^ at_lines).all())                # every row one kind, never both
@@ -302,14 +298,13 @@ def test_frontier_at_copies_cuts_at_a_word_the_answer_copies_from_the_prompt():
     """--frontier-at-copies: after the results and lines shares, that share of frontier rows
     cuts at an answer word token that also occurs in the row's prompt (the day's verb, the shop
     item, the name); never at a digit, at a word the prompt lacks, or past the answer's EOS."""
-    from vllm_elastic.checkpoint import EOS_ID, build_tokenizer
-    from vllm_elastic.training import train as T
+    from vllm_elastic.tools.checkpoint import EOS_ID, build_tokenizer
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     base = LONG_BATCH_ARGS
-    arith = T.arith_tokens(tok)
-    batch = T.make_batch(T.parse_args(base), tok, 5)
-    copies = T.prompt_copies(batch.ids, batch.prompt_lengths, arith)
+    arith = masks.arith_tokens(tok)
+    batch = batches.make_batch(options.parse_args(base), tok, 5)
+    copies = masks.prompt_copies(batch.ids, batch.prompt_lengths, arith)
     letters = set(arith.letters.tolist())
     assert not letters & set(arith.digits.tolist()) and arith.newline not in letters
     for r in range(len(batch.ids)):
@@ -320,11 +315,11 @@ def test_frontier_at_copies_cuts_at_a_word_the_answer_copies_from_the_prompt():
         assert want, "every long answer restates a word of its prompt"
         words = tok.decode([row[i] for i in want])
         assert any(w.strip() and w.strip() in tok.decode(row[:plen]) for w in words.split())
-    args = T.parse_args(base + ["--frontier-at-results", "0.3", "--frontier-at-lines", "0.3",
+    args = options.parse_args(base + ["--frontier-at-results", "0.3", "--frontier-at-lines", "0.3",
                                 "--frontier-at-copies", "0.4"])
-    cuts = T.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
-    kinds = torch.stack([(cuts & T.result_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
-                         (cuts & T.line_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
+    cuts = masks.frontier_cuts(args, batch.ids, batch.prompt_lengths, arith, 5)
+    kinds = torch.stack([(cuts & masks.result_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
+                         (cuts & masks.line_starts(batch.ids, batch.prompt_lengths, arith)).any(1),
                          (cuts & copies).any(1)])
     at_copies = kinds[2] & ~kinds[0] & ~kinds[1]
     assert bool(at_copies.any()) and torch.equal(cuts[at_copies], copies[at_copies])
@@ -336,9 +331,9 @@ def test_arithmetic_probe_counts_every_computed_result_once():
     not one), grouped by the operation before it; right <= total."""
     import re
 
-    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
-    from vllm_elastic.reference import ReferenceLLaDA
-    from vllm_elastic.training import probe
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
+    from vllm_elastic.tools.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.tools.training import probe
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
@@ -355,10 +350,9 @@ def test_token_probe_counts_every_answer_token_once_by_category():
     """training.probe --tokens: every answer token (its EOS included) once, under its kind;
     two `stop` tokens per answer (`####` and the EOS), the result digits as result_digits finds
     them; right <= total."""
-    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
-    from vllm_elastic.reference import ReferenceLLaDA
-    from vllm_elastic.training import data, probe
-    from vllm_elastic.training import train as T
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
+    from vllm_elastic.tools.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.tools.training import data, probe
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
@@ -376,7 +370,7 @@ def test_token_probe_counts_every_answer_token_once_by_category():
     for p in problems:
         prompt = data.chat_prompt_ids(tok, p.question)
         ids = torch.tensor([prompt + data.answer_ids(tok, p.solution)])
-        results += int(T.result_digits(ids, torch.tensor([len(prompt)]), T.arith_tokens(tok)).sum())
+        results += int(masks.result_digits(ids, torch.tensor([len(prompt)]), masks.arith_tokens(tok)).sum())
     assert sum(tally[k]["result"][1] for k in tally) == results > 0
 
 
@@ -384,14 +378,13 @@ def test_free_probe_finds_the_first_slip(monkeypatch):
     """training.probe --free: a decoder that writes the true answer is exact everywhere; one
     that ends after the first line slips `stop_early` there; one that changes the first result
     digit slips on a `result`; a real (random) model is accounted once per problem."""
-    from vllm_elastic.checkpoint import build_tokenizer, tiny_config
-    from vllm_elastic.reference import ReferenceLLaDA
-    from vllm_elastic.training import data, probe
-    from vllm_elastic.training import train as T
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
+    from vllm_elastic.tools.checkpoint import build_tokenizer, tiny_config
+    from vllm_elastic.tools.training import data, probe
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     model = ReferenceLLaDA(tiny_config(len(tok), 1, 32, 1, mlp=64)).eval()
-    eos, newline = tok.eos_token_id, T.arith_tokens(tok).newline
+    eos, newline = tok.eos_token_id, masks.arith_tokens(tok).newline
     problems = long_data.test_problem_list(3)
     truth = {tuple(data.chat_prompt_ids(tok, p.question)): data.answer_ids(tok, p.solution)
              for p in problems}
@@ -406,8 +399,8 @@ def test_free_probe_finds_the_first_slip(monkeypatch):
 
     def wrong_first_result(answer):
         ids = torch.tensor([[0] + answer])
-        first = int(T.result_digits(ids, torch.tensor([1]), T.arith_tokens(tok))[0].nonzero()[0])
-        digits = T.arith_tokens(tok).digits.tolist()
+        first = int(masks.result_digits(ids, torch.tensor([1]), masks.arith_tokens(tok))[0].nonzero()[0])
+        digits = masks.arith_tokens(tok).digits.tolist()
         answer[first - 1] = digits[(digits.index(answer[first - 1]) + 1) % 10]
         return answer
 
@@ -434,8 +427,8 @@ def test_lookahead_probe_counts_threshold_commits_ahead_of_the_frontier(monkeypa
     commits them all and is wrong wherever the canvas is not EOS; a flat one commits nothing."""
     from types import SimpleNamespace
 
-    from vllm_elastic.checkpoint import build_tokenizer
-    from vllm_elastic.training import data, probe
+    from vllm_elastic.tools.checkpoint import build_tokenizer
+    from vllm_elastic.tools.training import data, probe
 
     tok = build_tokenizer(long_data.tokenizer_corpus(300), 512)
     eos, vocab, gen = tok.eos_token_id, len(tok), 320

@@ -2,9 +2,9 @@
 
 import torch
 
-from vllm_elastic.decoding import transfer_schedule
+from vllm_elastic.decoding.sampling import transfer_schedule
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 
 def test_transfer_schedule_is_even_split_with_remainder_first():

@@ -29,7 +29,7 @@ def test_long_model_has_the_benchmark_shape():
 
 # The trainer's held-out evaluation (gen 320, window of 32, threshold 0.9) on its first
 # FLOOR_N problems: the shipped checkpoint gets FLOOR_GOT of them (the same decoding as
-# `python -m vllm_elastic.training.evaluate MODEL --task long --n 20 --gen-length 320
+# `python -m vllm_elastic.tools.training.evaluate MODEL --task long --n 20 --gen-length 320
 # --schedule window`, which vLLM equals token for token); the floor leaves a margin.
 FLOOR_PARAMS = {"gen_length": 320, "schedule": "window", "window_length": 32, "threshold": 0.9}
 FLOOR_N, FLOOR_GOT, FLOOR = 20, 11, 6
@@ -52,9 +52,9 @@ def test_long_model_through_vllm_matches_the_oracle_on_held_out_problems(long_ll
     from vllm import SamplingParams
 
     from vllm_elastic.params import DiffusionParams
-    from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate
-    from vllm_elastic.training.data import chat_prompt_ids
-    from vllm_elastic.training.long_data import test_problem_list
+    from vllm_elastic.oracles.llada import ReferenceLLaDA, cut_at_eos, generate
+    from vllm_elastic.tools.training.data import chat_prompt_ids
+    from vllm_elastic.tools.training.long_data import test_problem_list
 
     tok = AutoTokenizer.from_pretrained(MODEL)
     # The two shortest of the first ten held-out prompts keep the test to about a minute.
@@ -77,8 +77,8 @@ def test_long_model_solves_held_out_problems_through_vllm(long_llm):
     from transformers import AutoTokenizer
     from vllm import SamplingParams
 
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.training.long_data import test_problem_list
+    from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
+    from vllm_elastic.tools.training.long_data import test_problem_list
 
     tok = AutoTokenizer.from_pretrained(MODEL)
     problems = test_problem_list(FLOOR_N)

@@ -16,7 +16,7 @@ def test_shipped_model_solves_held_out_problems_through_vllm():
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
 
-    from vllm_elastic.training.data import chat_prompt_ids, extract_answer, test_problem_list
+    from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer, test_problem_list
 
     problems = test_problem_list(20)
     tok = AutoTokenizer.from_pretrained(MODEL)

@@ -2,7 +2,7 @@
 
 import re
 
-from vllm_elastic.training import data
+from vllm_elastic.tools.training import data
 
 
 def test_deterministic():
@@ -87,7 +87,7 @@ def test_extract_answer():
 
 
 def test_chat_prompt_and_answer_ids():
-    from vllm_elastic.checkpoint import BOS_ID, EOS_ID, build_tokenizer
+    from vllm_elastic.tools.checkpoint import BOS_ID, EOS_ID, build_tokenizer
 
     tok = build_tokenizer(data.tokenizer_corpus(300), 512)
     p = data.train_problems(1)[0]

@@ -6,10 +6,11 @@ import os
 import pytest
 import torch
 
-from vllm_elastic.checkpoint import build_tokenizer, tiny_config
+from vllm_elastic.oracles.llada import ReferenceLLaDA, generate
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import ReferenceLLaDA, generate
-from vllm_elastic.training import data, train as T
+from vllm_elastic.tools.checkpoint import build_tokenizer, tiny_config
+from vllm_elastic.tools.training import (batches, data, evaluation, loop, masks, model_setup,
+                                         objective, options)
 
 TINY = ["--layers", "2", "--d-model", "64", "--heads", "2", "--mlp", "128", "--batch-size", "4",
         "--gen-length", "32", "--long-frac", "0.3", "--warmup", "2", "--no-progress",
@@ -17,7 +18,7 @@ TINY = ["--layers", "2", "--d-model", "64", "--heads", "2", "--mlp", "128", "--b
 
 
 def _args(tmp_path, name, max_steps, *extra):
-    return T.parse_args(["--out", str(tmp_path / name / "out"),
+    return options.parse_args(["--out", str(tmp_path / name / "out"),
                          "--state", str(tmp_path / name / "state" / "train_state.pt"),
                          "--max-steps", str(max_steps), *TINY, *extra])
 
@@ -32,23 +33,23 @@ def _threads():
 
 def test_batches_and_loss_fall():
     tok = build_tokenizer(data.tokenizer_corpus(300), 512)
-    args = T.parse_args(["--out", "unused", *TINY])
-    ids, plens, g, _kinds = T.make_batch(args, tok, 0)
-    assert torch.equal(ids, T.make_batch(args, tok, 0)[0])  # a pure function of (seed, step)
+    args = options.parse_args(["--out", "unused", *TINY])
+    ids, plens, g, _kinds = batches.make_batch(args, tok, 0)
+    assert torch.equal(ids, batches.make_batch(args, tok, 0)[0])  # a pure function of (seed, step)
     assert ids.shape[1] >= int(plens.max()) + g
     cfg = tiny_config(len(tok), 2, 64, 2, mlp=128)
     model = ReferenceLLaDA(cfg)
-    T.init_weights(model, 0)
-    opt = T.make_optimizer(model, 3e-3, 0.0)
+    model_setup.init_weights(model, 0)
+    opt = model_setup.make_optimizer(model, 3e-3, 0.0)
 
     def loss_at(seed):
         with torch.no_grad():
-            return float(T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(seed)))
+            return float(objective.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(seed)))
 
     before = sum(loss_at(s) for s in range(4))
     gen = torch.Generator().manual_seed(0)
     for _ in range(25):
-        loss = T.sft_loss(model, ids, plens, 1e-3, gen)
+        loss = objective.sft_loss(model, ids, plens, 1e-3, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -65,15 +66,15 @@ def test_sft_loss_never_masks_prompt():
             seen["x"] = x
             return torch.zeros(*x.shape, 40)
 
-    T.sft_loss(Spy(), ids, plens, 1e-3, torch.Generator().manual_seed(0))
+    objective.sft_loss(Spy(), ids, plens, 1e-3, torch.Generator().manual_seed(0))
     x = seen["x"]
     assert torch.equal(x[0, :4], ids[0, :4]) and torch.equal(x[1, :6], ids[1, :6])
 
 
 def test_resume_is_exact_and_export_loads(tmp_path):
-    straight = T.train(_args(tmp_path, "a", 6))
-    T.train(_args(tmp_path, "b", 3))  # "interrupted" after 3 steps
-    resumed = T.train(_args(tmp_path, "b", 6))  # same command, resumes from the state file
+    straight = loop.train(_args(tmp_path, "a", 6))
+    loop.train(_args(tmp_path, "b", 3))  # "interrupted" after 3 steps
+    resumed = loop.train(_args(tmp_path, "b", 6))  # same command, resumes from the state file
     assert straight["step"] == resumed["step"] == 6
     sa = torch.load(tmp_path / "a" / "state" / "train_state.pt", weights_only=False)
     sb = torch.load(tmp_path / "b" / "state" / "train_state.pt", weights_only=False)
@@ -90,14 +91,14 @@ def test_resume_is_exact_and_export_loads(tmp_path):
         assert (out / f).exists(), f
     assert json.load(open(out / "config.json"))["dtype"] == "bfloat16"
     model = ReferenceLLaDA.from_pretrained(str(out))
-    tok = T.load_tokenizer(str(out))
+    tok = model_setup.load_tokenizer(str(out))
     assert model.config.n_layers == 2 and model.config.mask_token_id == 1
     for k, v in sb["model"].items():
         torch.testing.assert_close(model.state_dict()[k], v.to(torch.bfloat16).float())
     prompt = data.chat_prompt_ids(tok, data.test_problems(1)[0][0])
     canvas = generate(model, prompt, DiffusionParams(gen_length=32, block_length=32))
     assert len(canvas) == 32 and 1 not in canvas
-    res = T.evaluate(model, tok, 2, gen_length=32, block_length=32)
+    res = evaluation.evaluate(model, tok, 2, gen_length=32, block_length=32)
     assert res["n"] == 2 and 0.0 <= res["accuracy"] <= 1.0
     assert res["correct"] == len(res["correct_indices"]) and set(res["correct_indices"]) <= {0, 1}
     assert os.path.getsize(out / "model.safetensors") < 25e6
@@ -106,12 +107,12 @@ def test_resume_is_exact_and_export_loads(tmp_path):
 def test_weights_only_continuation_keeps_the_log_going(tmp_path):
     """--init-from: a later session continues from the committed checkpoint (bf16 weights and
     tokenizer, no optimizer state); steps, tokens and elapsed time go on in the same log."""
-    T.train(_args(tmp_path, "a", 3, "--log-every", "1"))
+    loop.train(_args(tmp_path, "a", 3, "--log-every", "1"))
     out = str(tmp_path / "a" / "out")
     exported = ReferenceLLaDA.from_pretrained(out)
     args = _args(tmp_path, "b", 5, "--init-from", out, "--log-every", "1")
     args.out = out  # continue the same model folder and log
-    T.train(args)
+    loop.train(args)
     with open(os.path.join(out, "train_log.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f if json.loads(line)["type"] == "train"]
     assert steps == sorted(steps) and steps[-1] == 5
@@ -123,23 +124,23 @@ def test_weights_only_continuation_keeps_the_log_going(tmp_path):
 def test_weights_only_continuation_warms_up_its_fresh_optimizer():
     """A continuation starts a new Adam state, so its learning rate ramps up again from its own
     first step instead of jumping to the peak at a step count far past --warmup."""
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--lr", "1e-3", "--warmup", "100",
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--lr", "1e-3", "--warmup", "100",
                          "--decay-frac", "0.1"])
-    assert T.lr_at(args, 13_000, 0.5) == 1e-3                      # resumed or fresh: warm
-    assert T.lr_at(args, 13_000, 0.5, warmup_from=13_000) == 1e-3 / 100
-    assert T.lr_at(args, 13_049, 0.5, warmup_from=13_000) == 1e-3 * 50 / 100
-    assert T.lr_at(args, 13_099, 0.5, warmup_from=13_000) == 1e-3
-    assert abs(T.lr_at(args, 13_099, 0.95, warmup_from=13_000) - 1e-3 * 0.55) < 1e-12
+    assert objective.lr_at(args, 13_000, 0.5) == 1e-3                      # resumed or fresh: warm
+    assert objective.lr_at(args, 13_000, 0.5, warmup_from=13_000) == 1e-3 / 100
+    assert objective.lr_at(args, 13_049, 0.5, warmup_from=13_000) == 1e-3 * 50 / 100
+    assert objective.lr_at(args, 13_099, 0.5, warmup_from=13_000) == 1e-3
+    assert abs(objective.lr_at(args, 13_099, 0.95, warmup_from=13_000) - 1e-3 * 0.55) < 1e-12
 
 
 def test_long_task_batches_fit_the_token_budget():
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
                          "--batch-tokens", "2048", "--long-frac", "0.5",
                          "--long-gen-lengths", "320,512", "--long-weights", "0.5,0.5"])
     for step in range(6):
-        ids, plens, g, _kinds = T.make_batch(args, tok, step)
-        assert torch.equal(ids, T.make_batch(args, tok, step)[0])
+        ids, plens, g, _kinds = batches.make_batch(args, tok, step)
+        assert torch.equal(ids, batches.make_batch(args, tok, step)[0])
         assert ids.shape[1] >= int(plens.max()) + g
         assert ids.shape[0] * ids.shape[1] <= 2048 or ids.shape[0] == 2
 
@@ -148,26 +149,26 @@ def test_long_task_curriculum_short_problems_then_full_length():
     """--short-start/--short-end: a share of 1-3 step problems that falls linearly from
     --curriculum-start over --curriculum-steps (a continued run starts its own curriculum)."""
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--task", "long", "--gen-length", "0",
                          "--batch-tokens", "100000", "--long-frac", "0", "--short-start", "1",
                          "--short-end", "0", "--curriculum-start", "100",
                          "--curriculum-steps", "50"])
     days = lambda ids, p: tok.decode(ids[p:]).count("Day ") + tok.decode(ids[p:]).count("Minute ")
-    early_ids, early_p, _, _ = T.make_batch(args, tok, 100)
-    late_ids, late_p, _, _ = T.make_batch(args, tok, 150)
+    early_ids, early_p, _, _ = batches.make_batch(args, tok, 100)
+    late_ids, late_p, _, _ = batches.make_batch(args, tok, 150)
     assert max(days(r.tolist(), int(p)) for r, p in zip(early_ids, early_p)) <= 3
     assert max(days(r.tolist(), int(p)) for r, p in zip(late_ids, late_p)) >= 4
 
 
 def test_prompt_masking_share_of_rows():
     """--prompt-mask-frac: those rows get prompt length 0 (every token may be masked)."""
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--prompt-mask-frac", "0.5"])
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--prompt-mask-frac", "0.5"])
     plens = torch.full((400,), 7)
-    out = T.prompt_masking(args, plens, 3)
-    assert torch.equal(out, T.prompt_masking(args, plens, 3))
+    out = batches.prompt_masking(args, plens, 3)
+    assert torch.equal(out, batches.prompt_masking(args, plens, 3))
     assert set(out.tolist()) == {0, 7} and 150 < int((out == 0).sum()) < 250
-    none = T.parse_args(["--out", "unused", "--minutes", "1"])
-    assert torch.equal(T.prompt_masking(none, plens, 3), plens)
+    none = options.parse_args(["--out", "unused", "--minutes", "1"])
+    assert torch.equal(batches.prompt_masking(none, plens, 3), plens)
 
 
 def test_qk_scale_softens_attention_and_entropy_is_logged():
@@ -175,18 +176,18 @@ def test_qk_scale_softens_attention_and_entropy_is_logged():
     the collapse diagnostic evaluate() logs, rises; 1.0 leaves the model unchanged."""
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
     model = ReferenceLLaDA(tiny_config(len(tok), 2, 64, 2, mlp=128))
-    T.init_weights(model, 0)
+    model_setup.init_weights(model, 0)
     with torch.no_grad():  # sharpen attention first, as a collapsed model has it
-        T.scale_qk(model, 8.0)
+        model_setup.scale_qk(model, 8.0)
     ids = torch.tensor([data.chat_prompt_ids(tok, data.test_problems(1)[0][0])])
-    before = T.attention_entropy(model, ids)
+    before = model_setup.attention_entropy(model, ids)
     same = {k: v.clone() for k, v in model.state_dict().items()}
-    T.scale_qk(model, 1.0)
+    model_setup.scale_qk(model, 1.0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.items())
-    T.scale_qk(model, 0.25)
-    after = T.attention_entropy(model, ids)
+    model_setup.scale_qk(model, 0.25)
+    after = model_setup.attention_entropy(model, ids)
     assert len(before) == 2 and all(a > b for a, b in zip(after, before))
-    res = T.evaluate(model, tok, 1, gen_length=32, block_length=32)
+    res = evaluation.evaluate(model, tok, 1, gen_length=32, block_length=32)
     assert len(res["attention_entropy"]) == 2
 
 
@@ -198,7 +199,7 @@ def test_frontier_masks_match_left_to_right_decoding():
     plens = torch.tensor([6, 4])
     p = torch.full(ids.shape, 0.5)
     for seed in range(20):
-        masked, scored = T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(seed))
+        masked, scored = masks.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(seed))
         for r in range(2):
             cut = int(masked[r].nonzero()[0])
             answer_end = int(plens[r]) + (10 if r == 0 else 30)  # the answer's EOS
@@ -215,18 +216,18 @@ def test_frontier_full_window_masks_the_whole_window_in_a_share_of_rows():
     plens = torch.tensor([6] * 400)
     p = torch.full(ids.shape, 0.2)
 
-    def masks(full: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0), None, full)
+    def window_masks(full: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return masks.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0), None, full)
 
-    rate_t = T.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0))
-    assert all(torch.equal(a, b) for a, b in zip(masks(0.0), rate_t))
-    cut = masks(1.0)[0].int().argmax(1)
+    rate_t = masks.frontier_masks(ids, plens, p, 8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(window_masks(0.0), rate_t))
+    cut = window_masks(1.0)[0].int().argmax(1)
     window = ((torch.arange(40)[None, :] >= cut[:, None])
               & (torch.arange(40)[None, :] < cut[:, None] + 8))
-    masked, scored = masks(1.0)
+    masked, scored = window_masks(1.0)
     assert torch.equal(scored, window)
     assert torch.equal(masked, torch.arange(40)[None, :] >= cut[:, None])
-    half = masks(0.5)[1]
+    half = window_masks(0.5)[1]
     whole = (half == window).all(1) & (half.sum(1) == window.sum(1))
     assert 150 < int(whole.sum()) < 260  # ~200 full rows; a rate-0.2 row rarely masks all 8
 
@@ -235,21 +236,21 @@ def test_frontier_rows_share_and_loss():
     """A --frontier-frac share of rows (never prompt-masked ones) is trained at a frontier;
     without the flag the loss and its random stream are exactly LLaDA's."""
     tok = build_tokenizer(data.tokenizer_corpus(200), 512)
-    args = T.parse_args(["--out", "unused", "--minutes", "1", "--frontier-frac", "0.5"])
+    args = options.parse_args(["--out", "unused", "--minutes", "1", "--frontier-frac", "0.5"])
     plens = torch.tensor([7] * 300 + [0] * 100)
-    rows = T.frontier_rows(args, plens, 3)
-    assert torch.equal(rows, T.frontier_rows(args, plens, 3))
+    rows = masks.frontier_rows(args, plens, 3)
+    assert torch.equal(rows, masks.frontier_rows(args, plens, 3))
     assert not rows[300:].any() and 100 < int(rows.sum()) < 200
-    assert T.frontier_rows(T.parse_args(["--out", "unused", "--minutes", "1"]), plens, 3) is None
+    assert masks.frontier_rows(options.parse_args(["--out", "unused", "--minutes", "1"]), plens, 3) is None
     model = ReferenceLLaDA(tiny_config(len(tok), 2, 64, 2, mlp=128))
-    T.init_weights(model, 0)
-    ids, plens, _, _kinds = T.make_batch(T.parse_args(["--out", "unused", *TINY]), tok, 0)
+    model_setup.init_weights(model, 0)
+    ids, plens, _, _kinds = batches.make_batch(options.parse_args(["--out", "unused", *TINY]), tok, 0)
     with torch.no_grad():
-        plain = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0))
-        none = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
+        plain = objective.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0))
+        none = objective.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
                           torch.zeros(len(ids), dtype=torch.bool))
-        front = T.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
+        front = objective.sft_loss(model, ids, plens, 1e-3, torch.Generator().manual_seed(0),
                            torch.ones(len(ids), dtype=torch.bool), 8)
     assert torch.equal(plain, none) and torch.isfinite(front) and float(front) > 0
-    acc = T.frontier_result_accuracy(model, tok, "arith", n=3)
+    acc = evaluation.frontier_result_accuracy(model, tok, "arith", n=3)
     assert 0.0 <= acc <= 1.0

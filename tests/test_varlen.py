@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vllm_elastic.attention_stats import (ProbeBatch, attention_probs, drift_rows_before,
+from vllm_elastic.kernels.statistics import (ProbeBatch, attention_probs, drift_rows_before,
                                           head_axis_similarity, layer_statistics)
-from vllm_elastic.page_layout import PageLayout
-from vllm_elastic import varlen
+from vllm_elastic.kernels.page_layout import PageLayout
+from vllm_elastic.kernels import varlen
 
 BLOCK = 16
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 PROMPTS = [
     [2, 3, 100, 4],

@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_dream_checkpoint, serve
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 PROMPTS = [
     [2, 30, 31, 32, 3, 4],
@@ -29,7 +29,7 @@ def dream_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def dream_reference(dream_model):
-    from vllm_elastic.reference_dream import ReferenceDream
+    from vllm_elastic.oracles.dream import ReferenceDream
 
     return ReferenceDream.from_pretrained(dream_model)
 

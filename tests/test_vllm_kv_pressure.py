@@ -11,7 +11,7 @@ import pytest
 
 from conftest import MAX_MODEL_LEN
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 PROMPTS = [[2, 3, 100 + i, 4, 7 + i] for i in range(6)]
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 from conftest import MAX_MODEL_LEN
 PROMPTS = [
@@ -182,7 +182,7 @@ FAULT_PROMPT_LEN = 17  # no other test uses a 17-token prompt
 
 def arm_fault(worker, armed: bool) -> None:
     """Runs inside the worker (collective_rpc): make Canvas.step raise for 17-token prompts."""
-    from vllm_elastic.decoding import Canvas
+    from vllm_elastic.decoding.canvas import Canvas
 
     original = getattr(Canvas, "_unfaulted_step", Canvas.step)
     Canvas._unfaulted_step = original

@@ -4,15 +4,15 @@ parameter, and a server that keeps serving after bad input."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
+from vllm_elastic.oracles.llada import cut_at_eos, generate
+from vllm_elastic.params import DiffusionParams
 
 from conftest import SERVE_DIFFUSION as DIFFUSION
 from conftest import metric, post, served_name, wait_until
-from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+
 
 def oracle(reference, prompt_ids, **overrides):
     params = DiffusionParams(**{**DIFFUSION, **overrides})

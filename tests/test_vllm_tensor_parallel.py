@@ -10,7 +10,7 @@ import gc
 import pytest
 
 from vllm_elastic.params import DiffusionParams
-from vllm_elastic.reference import cut_at_eos, generate
+from vllm_elastic.oracles.llada import cut_at_eos, generate
 
 PROMPTS = [[2, 3, 100, 4], [2, 3, 120, 121, 122, 123, 124, 125, 126, 5, 3, 130, 4],
            [2] + list(range(30, 60)) + [4]]

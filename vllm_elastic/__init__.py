@@ -8,11 +8,11 @@ Importing the package also registers the LLaDA and Dream config classes with tra
 AutoConfig/AutoTokenizer open those checkpoints without their remote code.
 """
 
-import vllm_elastic.dream_config  # noqa: F401,E402 - registers itself with transformers
-import vllm_elastic.llada_config  # noqa: F401,E402 - registers itself with transformers
+import vllm_elastic.models.dream_config  # noqa: F401,E402 - registers itself with transformers
+import vllm_elastic.models.llada_config  # noqa: F401,E402 - registers itself with transformers
 
 
 def register() -> None:
-    from vllm_elastic.plugin import register_all
+    from vllm_elastic.integration.plugin import register_all
 
     register_all()

@@ -22,10 +22,10 @@ from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.outputs import ModelRunnerOutput
 
-from vllm_elastic.accounting import Accounting
-from vllm_elastic.batch import DiffusionBatch, RequestPass
+from vllm_elastic.engine.accounting import Accounting
+from vllm_elastic.engine.batch import DiffusionBatch, RequestPass
 from vllm_elastic.cache import CachePolicy, make_policy
-from vllm_elastic.decoding import Canvas
+from vllm_elastic.decoding.canvas import Canvas
 from vllm_elastic.params import (DiffusionParams, check_policy_fits_pages, page_layout,
                                  resolved_params)
 

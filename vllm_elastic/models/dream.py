@@ -28,7 +28,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
     VocabParallelEmbedding,
 )
 
-from vllm_elastic.attention import DiffusionAttention
+from vllm_elastic.kernels.attention import DiffusionAttention
 from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 

@@ -1,6 +1,6 @@
 """LLaDA (masked diffusion LM) in vLLM style: parallel layers, bidirectional paged attention.
 
-Same math as `vllm_elastic.reference.ReferenceLLaDA` (pre-norm Llama blocks, neox RoPE, SwiGLU,
+Same math as `vllm_elastic.oracles.llada.ReferenceLLaDA` (pre-norm Llama blocks, neox RoPE, SwiGLU,
 RMSNorm) but built from vLLM's tensor-parallel layers so `--tensor-parallel-size N` shards
 heads and MLP, and attention reads/writes the paged KV cache through `DiffusionAttention`.
 `load_weights` takes the official checkpoint names (`model.transformer.blocks.{i}.q_proj`, ...).
@@ -25,7 +25,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
     VocabParallelEmbedding,
 )
 
-from vllm_elastic.attention import DiffusionAttention
+from vllm_elastic.kernels.attention import DiffusionAttention
 from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 

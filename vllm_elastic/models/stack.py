@@ -1,8 +1,10 @@
 """The layer loop every diffusion model shares: a straight line per layer, with the step's
-batch carrying out the cache plans around it (batch.py). Models differ only in their blocks."""
+batch carrying out the cache plans around it (engine/batch.py implements `LayerLoop`).
+Models differ only in their blocks."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -12,13 +14,31 @@ from vllm.forward_context import get_forward_context, is_forward_context_availab
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 
-from vllm_elastic.batch import DiffusionBatch
+from vllm_elastic.kernels.step import AttentionStep
+
+# rerun(start, last, slots, positions): layers start..last again over the batch as it stands.
+Rerun = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def current_batch() -> DiffusionBatch | None:
+class LayerLoop(AttentionStep):
+    """A step's batch as the layer loop drives it: around each layer it carries out every
+    request's cache plan (which rows enter, what is stored, what restarts)."""
+
+    @abstractmethod
+    def enter_layer(self, layer: int, x: torch.Tensor, attn: nn.Module
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Carry out every request's plan for `layer`; returns (x, positions)."""
+
+    @abstractmethod
+    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hand the layer's statistics to the policies and carry out restarts."""
+
+
+def current_batch() -> LayerLoop | None:
     """This step's batch, or None in vLLM's dummy/profiling runs (plain bidirectional pass)."""
     batch = get_forward_context().attn_metadata if is_forward_context_available() else None
-    return batch if isinstance(batch, DiffusionBatch) else None
+    return batch if isinstance(batch, LayerLoop) else None
 
 
 def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Tensor,

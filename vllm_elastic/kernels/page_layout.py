@@ -22,9 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-LAYOUTS = ("full", "kv")
-# Policies that read Q and layer inputs back from the pages.
-POLICIES_NEEDING_FULL = ("elastic",)
+from vllm_elastic.params import PAGE_LAYOUT_CHOICES, POLICIES_NEEDING_FULL_PAGES
+
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,8 @@ class PageLayout:
     hidden_size: int
 
     def __post_init__(self) -> None:
-        if self.kind not in LAYOUTS:
-            raise ValueError(f"page layout must be one of {list(LAYOUTS)}, got {self.kind!r}")
+        if self.kind not in PAGE_LAYOUT_CHOICES:
+            raise ValueError(f"page layout must be one of {list(PAGE_LAYOUT_CHOICES)}, got {self.kind!r}")
 
     @property
     def kv_size(self) -> int:
@@ -82,7 +81,7 @@ class PageLayout:
         return self.row_size * dtype.itemsize
 
     def serves(self, cache_policy: str) -> bool:
-        return self.stores_q_and_inputs or cache_policy not in POLICIES_NEEDING_FULL
+        return self.stores_q_and_inputs or cache_policy not in POLICIES_NEEDING_FULL_PAGES
 
     def _need_full(self, what: str) -> None:
         if not self.stores_q_and_inputs:

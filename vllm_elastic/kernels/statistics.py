@@ -25,7 +25,7 @@ import torch
 
 from vllm.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_reduce
 
-from vllm_elastic.page_layout import PageLayout
+from vllm_elastic.kernels.page_layout import PageLayout
 
 _COS_EPS = 1e-8  # torch.nn.functional.cosine_similarity's default eps
 

@@ -3,7 +3,7 @@ chat template.
 
 There is no model hub here, so tests and examples make their own checkpoints in the official
 layouts (same config fields, same weight names) with a byte-level BPE tokenizer trained on a
-small corpus. `python -m vllm_elastic.checkpoint OUT_DIR --layers 2 --d-model 128` writes a
+small corpus. `python -m vllm_elastic.tools.checkpoint OUT_DIR --layers 2 --d-model 128` writes a
 random-init LLaDA one; `--family dream` a Dream one (Qwen2 names, Q/K/V biases, GQA, untied
 head, ChatML template with Dream's special tokens).
 """
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from vllm_elastic.llada_config import LLaDAConfig
+from vllm_elastic.models.llada_config import LLaDAConfig
 
 # Special tokens first, so their ids are fixed: 0..5.
 EOS_TOKEN = "<|endoftext|>"
@@ -120,7 +120,7 @@ def write_random_checkpoint(out_dir: str, layers: int = 2, d_model: int = 128, h
                             kv_heads: int | None = None, vocab_size: int = 512, seed: int = 0,
                             init_scale: float = 1.0, corpus: list[str] | None = None) -> str:
     """A random-init LLaDA checkpoint in the official format; returns out_dir."""
-    from vllm_elastic.reference import ReferenceLLaDA
+    from vllm_elastic.oracles.llada import ReferenceLLaDA
 
     tokenizer = build_tokenizer(corpus or DEFAULT_CORPUS, vocab_size)
     cfg = tiny_config(len(tokenizer), layers, d_model, heads, kv_heads)
@@ -137,7 +137,7 @@ def write_random_checkpoint(out_dir: str, layers: int = 2, d_model: int = 128, h
 def dream_tiny_config(vocab_size: int, layers: int = 2, hidden: int = 128, heads: int = 4,
                       kv_heads: int = 2, intermediate: int | None = None,
                       max_position_embeddings: int = 1024):
-    from vllm_elastic.dream_config import DreamConfig
+    from vllm_elastic.models.dream_config import DreamConfig
 
     return DreamConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or 3 * hidden,
@@ -157,7 +157,7 @@ def write_random_dream_checkpoint(out_dir: str, layers: int = 2, hidden: int = 1
                                   seed: int = 0, init_scale: float = 1.0,
                                   corpus: list[str] | None = None) -> str:
     """A random-init Dream checkpoint in the official format (GQA, biases on); returns out_dir."""
-    from vllm_elastic.reference_dream import ReferenceDream
+    from vllm_elastic.oracles.dream import ReferenceDream
 
     tokenizer = build_tokenizer(corpus or DEFAULT_CORPUS, vocab_size, family="dream")
     cfg = dream_tiny_config(len(tokenizer), layers, hidden, heads, kv_heads)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vllm_elastic.page_layout import PageLayout
+from vllm_elastic.kernels.page_layout import PageLayout
 
 # Score elements (group x heads x queries x keys) a torch group may hold: 16M floats = 64 MiB.
 MAX_GROUP_SCORES = 1 << 24

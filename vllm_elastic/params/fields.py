@@ -1,4 +1,4 @@
-"""Diffusion decoding parameters: server defaults, per-request overrides, validation.
+"""The diffusion decoding parameters: one typed, validated record and its allowed values.
 
 One typed record, `DiffusionParams`, is what every decoder (the reference oracle, the vLLM
 worker) reads. Server defaults come from `--additional-config '{"diffusion": {...}}'`; a request
@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vllm_elastic.page_layout import LAYOUTS, POLICIES_NEEDING_FULL
 
 REMASKING_CHOICES = ("low_confidence", "random")
 SCHEDULE_CHOICES = ("blocks", "window", "dream")
@@ -21,9 +20,10 @@ ALG_CHOICES = ("origin", "maskgit_plus", "topk_margin", "entropy")
 CACHE_POLICY_CHOICES = ("none", "prefix", "dual", "elastic")
 REFRESH_LAYERS_CHOICES = ("after", "trigger", "all")
 
-# What a page row holds is page_layout.py's; these are its names for validation here.
-PAGE_LAYOUT_CHOICES = LAYOUTS
-POLICIES_NEEDING_FULL_PAGES = POLICIES_NEEDING_FULL
+# What a token's page row holds, server-wide (kernels/page_layout.py): `full` = K, V, Q and
+# the layer input; `kv` = K and V only. The policies that read Q and inputs back need `full`.
+PAGE_LAYOUT_CHOICES = ("full", "kv")
+POLICIES_NEEDING_FULL_PAGES = ("elastic",)
 # Server-wide settings in additional_config["diffusion"] that are not per-request parameters.
 SERVER_KEYS = ("page_layout",)
 
@@ -125,20 +125,20 @@ class DiffusionParams:
     def validate(self) -> "DiffusionParams":
         _check_int("gen_length", self.gen_length, minimum=1)
         _check_int("block_length", self.block_length, minimum=1)
-        _check_choice("remasking", self.remasking, REMASKING_CHOICES)
+        check_choice("remasking", self.remasking, REMASKING_CHOICES)
         if self.threshold is not None and not (
             _is_number(self.threshold) and 0.0 <= self.threshold <= 1.0
         ):
             raise DiffusionParamError(
                 "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
             )
-        _check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
+        check_choice("schedule", self.schedule, SCHEDULE_CHOICES)
         if self.schedule == "blocks":  # the window schedule has no blocks and no step budget
             self._validate_blocks()
         if self.schedule == "dream":
             self._validate_dream()
-        _check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
-        _check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
+        check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
+        check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
         _check_int("window_length", self.window_length, minimum=1)
         _check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
         _check_int("track_num", self.track_num, minimum=1)
@@ -164,7 +164,7 @@ class DiffusionParams:
     def _validate_dream(self) -> None:
         if self.steps is not None:
             _check_int("steps", self.steps, minimum=1)
-        _check_choice("alg", self.alg, ALG_CHOICES)
+        check_choice("alg", self.alg, ALG_CHOICES)
         if self.alg_temp is not None and not (_is_number(self.alg_temp) and self.alg_temp >= 0):
             raise DiffusionParamError("alg_temp", f"alg_temp must be a number >= 0 or null, got "
                                                   f"{self.alg_temp!r}")
@@ -214,7 +214,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise DiffusionParamError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise DiffusionParamError(name, f"{name} must be one of {list(choices)}, got {value!r}")
 
@@ -236,95 +236,3 @@ def _coerce(name: str, value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def request_params(
-    defaults: DiffusionParams, extra_args: Mapping[str, Any] | None, temperature: float,
-    seed: int | None, top_p: float | None = None, top_k: int | None = None,
-) -> DiffusionParams:
-    """The parameters one request decodes with: server defaults <- its extra_args (+ vLLM's
-    temperature, seed, top_p, top_k). A key that is not a diffusion parameter is refused,
-    naming it and the known ones."""
-    # RESOLVED_KEY is the engine core's own record (set on this very object when the engine
-    # runs in-process); it is recomputed from the other keys, never trusted from a client.
-    overrides = {k: v for k, v in (extra_args or {}).items() if k != RESOLVED_KEY}
-    unknown = sorted(set(overrides) - set(EXTRA_ARG_KEYS))
-    if unknown:
-        raise DiffusionParamError(
-            unknown[0], f"unknown diffusion parameter(s) {unknown} in extra_args/vllm_xargs; "
-            f"known: {list(EXTRA_ARG_KEYS)} (temperature and seed are sampling parameters)")
-    overrides["temperature"] = temperature
-    overrides["seed"] = seed
-    overrides["top_p"] = None if top_p is None or top_p >= 1.0 else top_p  # vLLM's "off": 1
-    overrides["top_k"] = None if top_k is None or top_k <= 0 else top_k  # vLLM's "off": 0/-1
-    params = defaults.with_overrides(overrides)
-    check_applicable(params, extra_args or {})
-    return params
-
-
-def check_applicable(params: DiffusionParams, keys: Mapping[str, Any]) -> None:
-    """Refuse a request key that has no effect on this request (see APPLIES_TO). Server
-    defaults are not checked: they apply to whichever requests they fit."""
-    for key in keys:
-        if key not in APPLIES_TO:
-            continue
-        field, allowed = APPLIES_TO[key]
-        actual = getattr(params, field)
-        if actual not in allowed:
-            raise DiffusionParamError(
-                key, f"{key} applies only with {field} in {list(allowed)}; this request has "
-                f"{field} {actual!r}: set {field} or drop {key}")
-
-
-def sampling_request_params(defaults: DiffusionParams, sp) -> DiffusionParams:
-    """`request_params` from a vLLM SamplingParams."""
-    return request_params(defaults, sp.extra_args, sp.temperature, sp.seed,
-                          getattr(sp, "top_p", None), getattr(sp, "top_k", None))
-
-
-def resolved_params(extra_args: Mapping[str, Any] | None) -> DiffusionParams:
-    """The parameters the engine core resolved for a request (`RESOLVED_KEY`), in a worker."""
-    if not extra_args or RESOLVED_KEY not in extra_args:
-        raise RuntimeError("diffusion request reached the worker without resolved parameters")
-    return DiffusionParams(**extra_args[RESOLVED_KEY])
-
-
-def _server_section(additional_config: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    section = (additional_config or {}).get("diffusion") or {}
-    if not isinstance(section, Mapping):
-        raise DiffusionParamError("additional_config.diffusion",
-                                  "additional_config['diffusion'] must be a JSON object")
-    return section
-
-
-def page_layout(additional_config: Mapping[str, Any] | None) -> str:
-    """What each token's page row holds, server-wide: `full` = K, V, Q and the layer input
-    (every policy); `kv` = K and V only (half the memory; `elastic` is then refused)."""
-    layout = _server_section(additional_config).get("page_layout", "full")
-    _check_choice("page_layout", layout, PAGE_LAYOUT_CHOICES)
-    return layout
-
-
-def check_policy_fits_pages(params: DiffusionParams, layout: str) -> None:
-    if params.cache_policy in POLICIES_NEEDING_FULL_PAGES and layout != "full":
-        allowed = [p for p in CACHE_POLICY_CHOICES if p not in POLICIES_NEEDING_FULL_PAGES]
-        raise DiffusionParamError(
-            "cache_policy", f"cache_policy {params.cache_policy!r} keeps Q and layer inputs in "
-            f"the pages, but this server runs page_layout {layout!r} (K and V only); allowed "
-            f"here: {allowed}, or restart the server with page_layout 'full'")
-
-
-def server_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionParams:
-    """Server-wide defaults: `--additional-config '{"diffusion": {"gen_length": 256, ...}}'`."""
-    section = dict(_server_section(additional_config))
-    bad = set(section) - set(EXTRA_ARG_KEYS) - set(SERVER_KEYS)
-    if bad:
-        raise DiffusionParamError(
-            f"additional_config.diffusion.{sorted(bad)[0]}",
-            f"unknown server default(s) {sorted(bad)}; allowed: "
-            f"{list(EXTRA_ARG_KEYS + SERVER_KEYS)}")
-    for key in SERVER_KEYS:
-        section.pop(key, None)
-    defaults = DiffusionParams().with_overrides(section)
-    check_policy_fits_pages(defaults, page_layout(additional_config))
-    return defaults

@@ -1,17 +1,16 @@
 """Arithmetic probe of a long-task checkpoint: whole results right, by operation.
 
-    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 60
-    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --tokens
-    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 20 --free 320
-    python -m vllm_elastic.training.probe examples/models/llada-long-arith --n 10 --lookahead 512
+    python -m vllm_elastic.tools.training.probe examples/models/llada-long-arith --n 60
+    python -m vllm_elastic.tools.training.probe examples/models/llada-long-arith --n 20 --tokens
+    python -m vllm_elastic.tools.training.probe examples/models/llada-long-arith --n 20 --free 320
+    python -m vllm_elastic.tools.training.probe examples/models/llada-long-arith --n 10 --lookahead 512
 
 For every result of a held-out worked answer (`45+4=49`: the `49`), the true answer is shown up
 to the result and everything from the result on is masked, as a left-to-right decoder sees it;
 the result counts as right when the argmax at each of its digit positions is its digit. Grouped
 by the operation before the `=` (`+`, `-`, `*`); the `#### N` line is not a computation and is
-left out. Unlike train.frontier_result_accuracy (digits, pooled), this asks for whole results
-and says which table is missing: run 7's model had 7/34 products, 20/266 sums, 15/158
-differences.
+left out. Unlike evaluation.frontier_result_accuracy (digits, pooled), this asks for whole
+results and says which table is missing.
 
 `--tokens` asks the same of every answer token, one at a time (the true answer up to it, it and
 everything after masked), grouped by problem kind and by what the token is: a `result` digit,
@@ -44,12 +43,12 @@ import json  # noqa: E402
 
 import torch  # noqa: E402
 
-from vllm_elastic.checkpoint import MASK_ID  # noqa: E402
+from vllm_elastic.tools.checkpoint import MASK_ID  # noqa: E402
 from vllm_elastic.params import DiffusionParams  # noqa: E402
-from vllm_elastic.reference import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
-from vllm_elastic.training import data, long_data  # noqa: E402
-from vllm_elastic.training.train import (arith_tokens, load_tokenizer, result_digits,  # noqa: E402
-                                         result_starts)
+from vllm_elastic.oracles.llada import ReferenceLLaDA, cut_at_eos, generate  # noqa: E402
+from vllm_elastic.tools.training import data, long_data  # noqa: E402
+from vllm_elastic.tools.training.masks import arith_tokens, result_digits, result_starts  # noqa: E402,E501
+from vllm_elastic.tools.training.model_setup import load_tokenizer  # noqa: E402
 
 OPERATIONS = {"+": "sum", "-": "difference", "*": "product"}
 

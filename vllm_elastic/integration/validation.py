@@ -1,83 +1,25 @@
-"""What `register()` installs into vLLM, and the request checks that answer HTTP 400.
+"""The request checks that answer HTTP 400 before the engine sees a request.
 
-vLLM loads our `vllm.general_plugins` entry point in every process it starts (API server or
-`LLM`, engine core, each worker), so everything here is idempotent and cheap:
-  * the LLaDA and Dream config classes for `model_type: llada` / `Dream` (no remote code);
-  * the `LLaDAModelLM` and `DreamModel` architectures, registered lazily by dotted name;
-  * a per-architecture config hook that selects our scheduler and worker, and turns off what a
-    fixed canvas cannot use (prefix caching, chunked prefill, async scheduling), only where
-    the user has not chosen explicitly;
-  * a request validator run in the API process before the engine sees the request, so bad
-    input is a 400 naming the parameter and never an engine crash;
-  * the patches in `patches/` (vLLM internals we cannot avoid touching).
+vLLM's input processor calls `platform.validate_request(inputs, params)` for every request in
+the API (or `LLM`) process; `install_request_validator` (a bend of the patch register) adds
+`check_request` there, so bad input is a `VLLMValidationError` naming the parameter (HTTP
+400) and never an engine crash.
 """
 
 from __future__ import annotations
 
 import contextvars
 
-from vllm.model_executor.models.config import VerifyAndUpdateConfig
+from vllm_elastic.models import ARCHITECTURES
 
-# Architecture named in a checkpoint's config.json -> our vLLM model class.
-MODEL_CLASSES = {"LLaDAModelLM": "vllm_elastic.models.llada:LLaDAModelLM",
-                 "DreamModel": "vllm_elastic.models.dream:DreamModel"}
-DIFFUSION_ARCHITECTURES = tuple(MODEL_CLASSES)
-SCHEDULER_CLS = "vllm_elastic.engine.scheduler.DiffusionScheduler"
-WORKER_CLS = "vllm_elastic.engine.worker.DiffusionWorker"
-
-_registered = False
 # The config of the engine whose input processor is handling the current request: one
 # process may hold several engines (two `LLM`s), each with its own limits and defaults.
 _request_config: contextvars.ContextVar = contextvars.ContextVar("vllm_elastic_request_config",
                                                                  default=None)
 
 
-def register_all() -> None:
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from vllm import ModelRegistry
-    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
-    from vllm.transformers_utils.config import _CONFIG_REGISTRY
-
-    from vllm_elastic.dream_config import DreamConfig
-    from vllm_elastic.llada_config import LLaDAConfig
-    from vllm_elastic.patches import apply_all
-
-    apply_all()
-    _CONFIG_REGISTRY["llada"] = LLaDAConfig
-    _CONFIG_REGISTRY["Dream"] = DreamConfig
-    for arch, cls in MODEL_CLASSES.items():
-        ModelRegistry.register_model(arch, cls)
-        MODELS_CONFIG_MAP[arch] = DiffusionConfigHook
-    _install_request_validator()
-
-
-class DiffusionConfigHook(VerifyAndUpdateConfig):
-    """vLLM calls this once per model config (in the API/LLM process) for our architectures."""
-
-    @staticmethod
-    def verify_and_update_config(vllm_config) -> None:
-        from vllm_elastic.params import server_defaults
-
-        sched, cache = vllm_config.scheduler_config, vllm_config.cache_config
-        model_config = vllm_config.model_config
-        server_defaults(vllm_config.additional_config)  # bad server settings fail at startup
-        if sched.scheduler_cls is None:
-            sched.scheduler_cls = SCHEDULER_CLS
-        if vllm_config.parallel_config.worker_cls == "auto":
-            vllm_config.parallel_config.worker_cls = WORKER_CLS
-        if sched.async_scheduling is None:
-            sched.async_scheduling = False
-        # A canvas is recomputed whole each step: no prefix reuse, never split across steps.
-        cache.enable_prefix_caching = False
-        sched.enable_chunked_prefill = False
-        sched.long_prefill_token_threshold = 0
-        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens,
-                                           model_config.max_model_len)
-        # The denoising step is Python control flow per request; nothing to capture in graphs.
-        model_config.enforce_eager = True
+def serves_diffusion(vllm_config) -> bool:
+    return bool(set(vllm_config.model_config.architectures or ()) & set(ARCHITECTURES))
 
 
 # SamplingParams fields LLaDA decoding has no meaning for, with the value that means "off".
@@ -87,10 +29,6 @@ _UNSUPPORTED_SAMPLING = {
     "prompt_logprobs": None, "min_tokens": 0, "logit_bias": None, "allowed_token_ids": None,
     "bad_words": None, "structured_outputs": None,
 }
-
-
-def serves_diffusion(vllm_config) -> bool:
-    return bool(set(vllm_config.model_config.architectures or ()) & set(DIFFUSION_ARCHITECTURES))
 
 
 def check_request(prompt_len: int, sampling_params, vllm_config) -> None:
@@ -124,7 +62,7 @@ def check_request(prompt_len: int, sampling_params, vllm_config) -> None:
             f" use a prompt of at most {limit - params.gen_length} tokens or a smaller gen_length")
 
 
-def _install_request_validator() -> None:
+def install_request_validator() -> None:
     """vLLM's input processor calls `platform.validate_request(inputs, params)` for every
     request before the engine sees it; we add our checks there. It does not pass the engine's
     config, so the processor's `process_inputs` is wrapped to say whose request it is."""

@@ -1,8 +1,8 @@
-"""Held-out exact-match accuracy of a shipped checkpoint with `reference.generate` (greedy).
+"""Held-out exact-match accuracy of a shipped checkpoint with the oracle's `generate` (greedy).
 
-    python -m vllm_elastic.training.evaluate examples/models/llada-tiny-arith --n 100 \
+    python -m vllm_elastic.tools.training.evaluate examples/models/llada-tiny-arith --n 100 \
         --gen-length 64 256 --block-length 32
-    python -m vllm_elastic.training.evaluate examples/models/llada-long-arith --task long \
+    python -m vllm_elastic.tools.training.evaluate examples/models/llada-long-arith --task long \
         --n 50 --gen-length 512 --schedule window
 
 Full-recompute LLaDA decoding, one token per step (steps = gen_length), low-confidence
@@ -22,8 +22,9 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from vllm_elastic.reference import ReferenceLLaDA  # noqa: E402
-from vllm_elastic.training.train import evaluate, load_tokenizer  # noqa: E402
+from vllm_elastic.oracles.llada import ReferenceLLaDA  # noqa: E402
+from vllm_elastic.tools.training.evaluation import evaluate  # noqa: E402
+from vllm_elastic.tools.training.model_setup import load_tokenizer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,14 +18,14 @@ flat token batch. The model's layer loop calls two methods around each layer:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from vllm_elastic.accounting import Accounting
-from vllm_elastic.attention_stats import ProbeBatch
+from vllm_elastic.engine.accounting import Accounting
+from vllm_elastic.kernels.statistics import ProbeBatch
+from vllm_elastic.models.stack import LayerLoop, Rerun
 from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
-from vllm_elastic.varlen import VarlenLayout, build_layout
+from vllm_elastic.kernels.varlen import VarlenLayout, build_layout
 
 # What a restart's rerun of a layer does for each rerun request.
 _RERUN = LayerPlan(store_inputs=True)
@@ -45,7 +45,7 @@ class RequestPass:
         return self.slots.shape[0]
 
 
-class DiffusionBatch:
+class DiffusionBatch(LayerLoop):
     def __init__(self, passes: list[RequestPass], device: torch.device, block_size: int,
                  num_heads: int = 1) -> None:
         self.passes = passes
@@ -105,8 +105,7 @@ class DiffusionBatch:
         """The attention layer's statistics for `probes` (one entry per probed request)."""
         self._stats = (similarities, mass)
 
-    def leave_layer(self, layer: int, x: torch.Tensor,
-                    rerun: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hand statistics to the policies; carry out restarts with `rerun(start, last,
         inputs, positions)`, which runs layers start..last over the batch as it then stands."""

@@ -31,11 +31,11 @@ from vllm.v1.attention.backend import AttentionBackend, AttentionMetadataBuilder
 from vllm.model_executor.models.utils import extract_layer_index
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec
 
-from vllm_elastic.attention_stats import drift_rows_before, head_axis_similarity, layer_statistics
-from vllm_elastic.batch import DiffusionBatch
-from vllm_elastic.page_layout import PageLayout
+from vllm_elastic.kernels.statistics import drift_rows_before, head_axis_similarity, layer_statistics
+from vllm_elastic.kernels.page_layout import PageLayout
+from vllm_elastic.kernels.step import AttentionStep
 from vllm_elastic.params import page_layout
-from vllm_elastic.varlen import (flash_varlen_attention, torch_varlen_attention,
+from vllm_elastic.kernels.varlen import (flash_varlen_attention, torch_varlen_attention,
                                  xformers_varlen_attention)
 
 __all__ = ["DiffusionAttention", "DiffusionAttentionBackend", "head_axis_similarity"]
@@ -113,7 +113,7 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch = get_forward_context().attn_metadata
-        if not isinstance(batch, DiffusionBatch):
+        if not isinstance(batch, AttentionStep):
             # vLLM's profiling/dummy runs: no pages, one bidirectional sequence.
             return self._dense(q, k, v)
         pages, probes = self.token_rows(), batch.probes

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vllm_elastic.decoding import sample_and_score, transfer_schedule
-from vllm_elastic.llada_config import LLaDAConfig
+from vllm_elastic.decoding.sampling import sample_and_score, transfer_schedule
+from vllm_elastic.models.llada_config import LLaDAConfig
 from vllm_elastic.params import DiffusionParams
 
 
@@ -225,7 +225,7 @@ def _generate_dream(model, x, params, gen) -> None:
     """Dream's diffusion_generate: `steps` steps over the whole canvas; each step every masked
     position is a candidate and dream_sampling.dream_step decides (no early stop: a step with
     nothing left to decode changes nothing)."""
-    from vllm_elastic.dream_sampling import dream_step
+    from vllm_elastic.decoding.dream_sampling import dream_step
 
     mask_id = model.config.mask_token_id
     for i in range(params.num_steps):

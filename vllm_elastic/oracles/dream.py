@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vllm_elastic.dream_config import DreamConfig
-from vllm_elastic.reference import RMSNorm, apply_rope, load_safetensors_dir, rope_cos_sin
+from vllm_elastic.models.dream_config import DreamConfig
+from vllm_elastic.oracles.llada import RMSNorm, apply_rope, load_safetensors_dir, rope_cos_sin
 
 
 class DreamAttention(nn.Module):
