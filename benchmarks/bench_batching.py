@@ -70,7 +70,7 @@ def main() -> None:
     from vllm import LLM
 
     from vllm_elastic.tools.training.data import chat_prompt_ids
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = [chat_prompt_ids(tokenizer, p.question)

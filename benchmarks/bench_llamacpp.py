@@ -21,7 +21,7 @@ llama-diffusion-cli`. This script:
    included: `max_length / block_length` blocks starting at the prompt's end, the steps split
    evenly over them, so blocks of 32 would not be LLaDA's blocks of 32.) Reported: time per
    step (llama.cpp's own "time per step"; ours: wall time / steps run) and how many answers
-   agree token for token; the plain-PyTorch oracle (`vllm_elastic/reference.py`, no engine)
+   agree token for token; the plain-PyTorch oracle (`vllm_elastic/oracles/llada.py`, no engine)
    runs the same schedule, so its step time is ours without vLLM around it.
 3. Ours with the configurations a user would run: LLaDA's blocks of 32 (full recompute,
    Fast-dLLM prefix and dual) and the window + threshold schedule (full recompute, dual,
@@ -188,7 +188,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     cli = os.path.join(args.llama_cpp, "build", "bin", "llama-diffusion-cli")
     gguf = os.path.join(tempfile.mkdtemp(), "model.gguf")
@@ -255,7 +255,7 @@ def main() -> None:
              "schedule counts blocks over the whole context, so this is the one block layout "
              "both share). llama.cpp runs all of its steps; ours stops when the answer's EOS is "
              "final, so its ms per step is total time / steps actually run. The PyTorch oracle "
-             "(`vllm_elastic/reference.py`: a bare forward of the canvas per step, no engine, all "
+             "(`vllm_elastic/oracles/llada.py`: a bare forward of the canvas per step, no engine, all "
              "steps like llama.cpp) shows what our engine adds to a step. Answer tokens/s: "
              "each engine's own answer tokens (before the first EOS) per second, one request at "
              "a time. Matched answers can differ where llama.cpp's greedy step differs from ours: "

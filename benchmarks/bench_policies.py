@@ -261,7 +261,7 @@ def main() -> None:
     from vllm import LLM
 
     from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     problems = task_data(args.task).test_problem_list(args.n)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

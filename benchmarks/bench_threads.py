@@ -30,7 +30,7 @@ def child(args: argparse.Namespace) -> None:
     from vllm import LLM
 
     from vllm_elastic.tools.training.data import chat_prompt_ids
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     problems = task_data(args.task).test_problem_list(args.requests)
     tok = AutoTokenizer.from_pretrained(args.model)

@@ -73,7 +73,7 @@ def main() -> None:
     from vllm_elastic.engine.runner import DiffusionModelRunner
     from vllm_elastic.models.llada import LLaDAModel
     from vllm_elastic.tools.training.data import chat_prompt_ids
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -157,7 +157,7 @@ def main() -> None:
     from vllm_elastic.params import DiffusionParams
     from vllm_elastic.oracles.llada import ReferenceLLaDA, cut_at_eos
     from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
-    from vllm_elastic.tools.training.train import task_data
+    from vllm_elastic.tools.training.batches import task_data
 
     model = ReferenceLLaDA.from_pretrained(args.model)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

@@ -1,12 +1,16 @@
-"""`make demo`: batch-solve held-out word problems with the bundled model through vllm.LLM, once
-with full recompute and once with a cache policy, and print a summary a person reads at a
-glance (a few problems with their answers, accuracy against the known answers, tokens/s).
+"""`make demo`: Elastic-Cache through vllm.LLM on the shipped long-answer model, beside full
+recompute and Fast-dLLM's dual cache, on held-out word problems at gen 512.
 
-    python examples/demo.py [--model DIR] [--input examples/data/arith_prompts.jsonl]
+    python examples/demo.py [--n 24] [--out-dir demo-output]
+    python examples/demo.py --quick        # `make demo-quick`: the tiny model, gen 64
 
-Each line of the input is a chat request with its known "answer"; the decoding parameters
-are the same for both runs (Elastic-Cache's window schedule with threshold 0.9) except the
-cache policy. The engine's own logs are silenced (VLLM_LOGGING_LEVEL=ERROR) unless set.
+One engine serves every run; each run decodes the same problems one request at a time (as
+the benchmark tables do) under Elastic-Cache's window schedule (window 16, threshold 0.9) and
+differs only in its cache policy. It prints a few problems with their answers and a table
+(accuracy against the known answers, answers identical to full recompute's, answer tokens/s,
+speedup over full recompute, work = token-layer evaluations / full recompute's), and writes
+the table (OUT/demo.md, .json) and a plot of speed against accuracy (OUT/demo.png).
+The engine's own logs are silenced (VLLM_LOGGING_LEVEL=ERROR) unless set.
 """
 
 from __future__ import annotations
@@ -14,76 +18,138 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from offline_batch import DEFAULT_MODEL  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
+# (label, cache-policy settings): full recompute first, every other run is compared with it.
+RUNS = [("full recompute", {"cache_policy": "none"}),
+        ("Fast-dLLM dual", {"cache_policy": "dual"}),
+        ("Elastic-Cache, as published (gamma 0.9)", {"cache_policy": "elastic", "gamma": 0.9}),
+        ("Elastic-Cache + full step every 3", {"cache_policy": "elastic", "gamma": 0.9,
+                                               "refresh_interval": 3})]
+SETUPS = {  # --quick or not: model, task, canvas, problems
+    False: dict(model=os.path.join(HERE, "models", "llada-long-arith"), task="long",
+                gen_length=512, n=24),
+    True: dict(model=os.path.join(HERE, "models", "llada-tiny-arith"), task="arith",
+               gen_length=64, n=64),
+}
 
-WINDOW = {"gen_length": 64, "schedule": "window", "window_length": 16, "threshold": 0.9}
-RUNS = [("full recompute (none)", {"cache_policy": "none"}),
-        ("Fast-dLLM dual cache", {"cache_policy": "dual"})]
 
-
-def extract_answer(text: str) -> int | None:
-    from vllm_elastic.tools.training.data import extract_answer as extract
-
-    return extract(text)
-
-
-def run(llm, prompts: list[list[int]], extra: dict) -> tuple[list[str], float, int, float]:
-    """(answers, seconds, tokens received, work fraction) for one pass over the prompts."""
+def run(llm, prompts: list[list[int]], gen_length: int, policy: dict) -> dict:
+    """One pass over the prompts, one request at a time: answers, seconds, tokens, work."""
     from vllm import SamplingParams
 
-    sp = SamplingParams(temperature=0.0, max_tokens=None, extra_args={**WINDOW, **extra})
-    start = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], sp, use_tqdm=False)
-    seconds = time.perf_counter() - start
-    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    sp = SamplingParams(temperature=0.0, max_tokens=None,
+                        extra_args={**WINDOW, "gen_length": gen_length, **policy})
+    outs, seconds = [], 0.0
+    for prompt in prompts:
+        start = time.perf_counter()
+        outs += llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)
+        seconds += time.perf_counter() - start
     acct = [o.kv_transfer_params["diffusion"] for o in outs]
-    work = sum(a["token_layer_evals"] for a in acct) / sum(a["token_layer_evals_full"]
-                                                           for a in acct)
-    return [o.outputs[0].text for o in outs], seconds, tokens, work
+    return {"texts": [o.outputs[0].text for o in outs],
+            "token_ids": [list(o.outputs[0].token_ids) for o in outs], "seconds": seconds,
+            "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+            "work": sum(a["token_layer_evals"] for a in acct)
+            / sum(a["token_layer_evals_full"] for a in acct)}
+
+
+def summarize(results: list[tuple[str, dict]], answers: list[int]) -> list[dict]:
+    from vllm_elastic.tools.training.data import extract_answer
+
+    base = results[0][1]
+    rows = []
+    for label, r in results:
+        rows.append({
+            "run": label, "accuracy": sum(extract_answer(t) == a
+                                          for t, a in zip(r["texts"], answers)) / len(answers),
+            "same_as_full": sum(a == b for a, b in zip(r["token_ids"], base["token_ids"]))
+            / len(answers),
+            "tokens_per_s": r["tokens"] / r["seconds"],
+            "speedup": (r["tokens"] / r["seconds"]) / (base["tokens"] / base["seconds"]),
+            "work": r["work"], "seconds": r["seconds"]})
+    return rows
+
+
+def table(rows: list[dict], n: int) -> str:
+    lines = ["| run | accuracy | same answers as full recompute | tokens/s | speedup | work |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['accuracy']:.0%} ({round(r['accuracy'] * n)}/{n}) | "
+              f"{r['same_as_full']:.0%} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | "
+              f"{r['work']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        ax.scatter(r["speedup"], 100 * r["accuracy"], s=60)
+        ax.annotate(r["run"], (r["speedup"], 100 * r["accuracy"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("answer tokens/s, x full recompute")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def show_problems(problems, texts: list[str], count: int) -> None:
+    from vllm_elastic.tools.training.data import extract_answer
+
+    for p, text in list(zip(problems, texts))[:count]:
+        got = extract_answer(text)
+        verdict = "correct" if got == p.answer else f"expected {p.answer}"
+        print(f"\nQ: {p.question}\nA: {text.strip()}\n   -> {got} ({verdict})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--input", default=os.path.join(os.path.dirname(__file__), "data",
-                                                    "arith_prompts.jsonl"))
-    ap.add_argument("--show", type=int, default=3, help="problems printed with their answers")
+    ap.add_argument("--quick", action="store_true", help="the tiny model at gen 64 instead")
+    ap.add_argument("--n", type=int, default=None, help="held-out problems (24; quick: 64)")
+    ap.add_argument("--show", type=int, default=2, help="problems printed with their answers")
+    ap.add_argument("--out-dir", default="demo-output")
     args = ap.parse_args()
+    setup = dict(SETUPS[args.quick], **({"n": args.n} if args.n else {}))
     from vllm import LLM
 
-    with open(args.input) as f:
-        items = [json.loads(line) for line in f if line.strip()]
-    llm = LLM(model=args.model, dtype="float32")
-    tokenizer = llm.get_tokenizer()
-    prompts = [tokenizer.apply_chat_template(it["messages"], add_generation_prompt=True,
-                                             return_dict=False) for it in items]
-    llm.generate([{"prompt_token_ids": prompts[0]}], use_tqdm=False)  # warm-up
-    results = [(label, *run(llm, prompts, extra)) for label, extra in RUNS]
+    from vllm_elastic.tools.training.batches import task_data
+    from vllm_elastic.tools.training.data import chat_prompt_ids
 
-    print("\n" + "=" * 78)
-    print(f"vllm-elastic demo: {len(items)} held-out problems, model {args.model}")
-    print(f"decoding: {json.dumps(WINDOW)}")
-    print("=" * 78)
-    answers = results[0][1]
-    for it, text in list(zip(items, answers))[: args.show]:
-        question = it["messages"][-1]["content"]
-        got = extract_answer(text)
-        print(f"\nQ: {question}\nA: {text.strip()}")
-        verdict = "correct" if got == it["answer"] else f"expected {it['answer']}"
-        print(f"   -> {got} ({verdict})")
-    print(f"\n{'run':<26}{'accuracy':>12}{'tokens/s':>11}{'seconds':>9}{'work':>8}")
-    for label, texts, seconds, tokens, work in results:
-        correct = sum(extract_answer(t) == it["answer"] for t, it in zip(texts, items))
-        print(f"{label:<26}{f'{correct}/{len(items)}':>12}{tokens / seconds:>11.0f}"
-              f"{seconds:>9.1f}{work:>8.2f}")
-    print("\nwork = token-layer evaluations / what full recompute computes; tokens/s counts the"
-          "\nanswer tokens returned. Threads: vLLM's CPU worker (one core by default).")
+    problems = task_data(setup["task"]).test_problem_list(setup["n"])
+    llm = LLM(model=setup["model"], dtype="float32", max_num_seqs=1,
+              max_model_len=setup["gen_length"] + 256)
+    prompts = [chat_prompt_ids(llm.get_tokenizer(), p.question) for p in problems]
+    run(llm, prompts[:1], setup["gen_length"], {})  # warm-up
+    results = [(label, run(llm, prompts, setup["gen_length"], policy)) for label, policy in RUNS]
+    rows = summarize(results, [p.answer for p in problems])
+
+    name = os.path.basename(setup["model"])
+    heading = (f"{setup['n']} held-out problems, {name}, gen {setup['gen_length']}, window 16 + "
+               f"threshold 0.9, one request at a time")
+    print("\n" + "=" * 78 + f"\nvllm-elastic demo: {heading}\n" + "=" * 78)
+    show_problems(problems, results[-1][1]["texts"], args.show)
+    print(f"\n{table(rows, setup['n'])}\n")
+    print("accuracy: exact final answer; work: token-layer evaluations / full recompute's; "
+          "tokens/s counts\nthe answer tokens returned. Model threads: vLLM's CPU default "
+          "binding (VLLM_CPU_OMP_THREADS_BIND).")
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "demo.md"), "w") as f:
+        f.write(f"# vllm-elastic demo\n\n{heading}.\n\n{table(rows, setup['n'])}\n")
+    with open(os.path.join(args.out_dir, "demo.json"), "w") as f:
+        json.dump({"setup": setup, "rows": rows}, f, indent=1)
+    plot(rows, os.path.join(args.out_dir, "demo.png"), heading)
+    print(f"wrote {args.out_dir}/demo.md, demo.json and demo.png (speed against accuracy)")
 
 
 if __name__ == "__main__":

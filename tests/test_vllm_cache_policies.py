@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_elastic.params import DiffusionParams
-from vllm_elastic.oracles.llada import cut_at_eos, generate
+from helpers import oracle, sampling
 
 PROMPTS = [
     [2, 3, 100, 4],
@@ -17,22 +16,8 @@ PROMPTS = [
 ]
 BLOCKS = dict(gen_length=32, block_length=8)
 WINDOW = dict(gen_length=32, schedule="window", window_length=8, threshold=0.3)
-POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num",
-               "refresh_layers")
 
 
-def sampling(case):
-    from vllm import SamplingParams
-
-    return SamplingParams(temperature=case.get("temperature", 0.0), seed=case.get("seed"),
-                          max_tokens=None, extra_args={k: v for k, v in case.items()
-                                                       if k not in ("temperature", "seed")})
-
-
-def oracle(reference, prompt, case):
-    """Full recompute (no cache) under the case's schedule."""
-    params = DiffusionParams(**{k: v for k, v in case.items() if k not in POLICY_KEYS})
-    return cut_at_eos(generate(reference, prompt, params), reference.config.eos_token_id)
 
 
 EXACT = [
@@ -131,20 +116,23 @@ def test_mixed_batch_equals_each_request_alone(llm):
         assert out.kv_transfer_params == alone.kv_transfer_params
 
 
-def test_refreshing_from_layer_0_at_every_trigger_is_exact(llm, reference):
-    """Beyond the paper: refresh_layers="all" recomputes layers 0..l when layer l triggers.
-    With gamma=1 layer 0 triggers at every step, so every layer is recomputed from exact
-    inputs (layer 0's input, the embedding, only changes for just-committed tokens, which
-    are queried), which makes it equal full recompute; "trigger" runs too."""
-    case = dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers="all")
-    outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(case),
-                        use_tqdm=False)
-    for prompt, out in zip(PROMPTS, outs):
-        assert list(out.outputs[0].token_ids) == oracle(reference, prompt, case)
+def test_refresh_layers_all_and_trigger_are_exact_when_layer_0_always_triggers(llm, reference):
+    """Beyond the paper: a trigger at layer l recomputes layers 0..l (`all`) or l.. (`trigger`)
+    before going on. With gamma=1 layer 0 triggers at every step, so both restart from layer 0
+    and recompute every layer over every position from exact inputs (layer 0's input, the
+    embedding, only changes for just-committed tokens, which are queried): each must equal
+    full recompute and refresh both layers at every step. The paper's `after` at gamma=1
+    never recomputes layer 0 after step 0 (its stale outputs stay): [1, steps]."""
+    for mode in ("all", "trigger"):
+        case = dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers=mode)
+        outs = llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(case),
+                            use_tqdm=False)
+        for prompt, out in zip(PROMPTS, outs):
+            assert list(out.outputs[0].token_ids) == oracle(reference, prompt, case), mode
+            acct = out.kv_transfer_params["diffusion"]
+            assert acct["refreshes_per_layer"] == [acct["steps"]] * 2, mode
+    paper = dict(WINDOW, cache_policy="elastic", gamma=1.0, refresh_layers="after")
+    for out in llm.generate([{"prompt_token_ids": p} for p in PROMPTS], sampling(paper),
+                            use_tqdm=False):
         acct = out.kv_transfer_params["diffusion"]
-        assert acct["refreshes_per_layer"] == [acct["steps"]] * 2
-    paper = dict(case, refresh_layers="after")
-    trig = dict(case, refresh_layers="trigger")
-    for c in (paper, trig):
-        out = llm.generate([{"prompt_token_ids": PROMPTS[1]}], sampling(c), use_tqdm=False)[0]
-        assert out.outputs[0].token_ids
+        assert acct["refreshes_per_layer"] == [1, acct["steps"]]

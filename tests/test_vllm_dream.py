@@ -7,9 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_dream_checkpoint, serve
-from vllm_elastic.params import DiffusionParams
-from vllm_elastic.oracles.llada import cut_at_eos, generate
+from helpers import make_dream_checkpoint, oracle, sampling, serve
 
 PROMPTS = [
     [2, 30, 31, 32, 3, 4],
@@ -18,8 +16,6 @@ PROMPTS = [
 ]
 BLOCKS = dict(gen_length=32, block_length=8)
 WINDOW = dict(gen_length=32, schedule="window", window_length=8, threshold=0.3)
-POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num",
-               "refresh_layers")
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +39,8 @@ def dream_llm(dream_model):
     del engine
 
 
-SAMPLING_KEYS = ("temperature", "seed", "top_p", "top_k")
 
 
-def sampling(case):
-    from vllm import SamplingParams
-
-    return SamplingParams(temperature=case.get("temperature", 0.0), seed=case.get("seed"),
-                          top_p=case.get("top_p", 1.0), top_k=case.get("top_k", 0),
-                          max_tokens=None, extra_args={k: v for k, v in case.items()
-                                                       if k not in SAMPLING_KEYS})
-
-
-def oracle(reference, prompt, case):
-    params = DiffusionParams(**{k: v for k, v in case.items() if k not in POLICY_KEYS})
-    return cut_at_eos(generate(reference, prompt, params), reference.config.eos_token_id)
 
 
 def test_checkpoint_is_dream_format_with_gqa_and_biases(dream_model):

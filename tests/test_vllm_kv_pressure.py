@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import MAX_MODEL_LEN
+from helpers import MAX_MODEL_LEN
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.oracles.llada import cut_at_eos, generate
 

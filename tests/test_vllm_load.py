@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from conftest import metric, post, served_name, wait_until
+from helpers import metric, post, served_name, wait_until
 
 PROMPTS = ["Once upon a time", "hi", "The quick brown fox jumps over the lazy dog and then",
            "1 2 3 4 5 6 7 8"]

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-from conftest import MAX_MODEL_LEN
+from helpers import MAX_MODEL_LEN
 
 PROMPTS = [[2, 3, 100, 4], [2, 3, 120, 121, 122, 123, 124, 4]]
 CASES = [dict(gen_length=32, block_length=8),

@@ -7,16 +7,13 @@ import json
 
 import pytest
 import requests
-from vllm_elastic.oracles.llada import cut_at_eos, generate
-from vllm_elastic.params import DiffusionParams
 
-from conftest import SERVE_DIFFUSION as DIFFUSION
-from conftest import metric, post, served_name, wait_until
+from helpers import SERVE_DIFFUSION, metric, oracle, post, served_name, wait_until
 
 
-def oracle(reference, prompt_ids, **overrides):
-    params = DiffusionParams(**{**DIFFUSION, **overrides})
-    return cut_at_eos(generate(reference, prompt_ids, params), reference.config.eos_token_id)
+def served_oracle(reference, prompt_ids, **overrides):
+    """The oracle under the shared server's defaults, overridden as a request would."""
+    return oracle(reference, prompt_ids, SERVE_DIFFUSION, **overrides)
 
 
 def test_completions_match_offline_oracle(server, reference, tokenizer):
@@ -26,7 +23,7 @@ def test_completions_match_offline_oracle(server, reference, tokenizer):
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
     ids = tokenizer(prompt)["input_ids"]
-    want = oracle(reference, ids)
+    want = served_oracle(reference, ids)
     assert choice["token_ids"] == want
     assert choice["text"] == tokenizer.decode(want, skip_special_tokens=True)
 
@@ -40,7 +37,7 @@ def test_chat_completions_with_per_request_overrides(server, reference, tokenize
     choice = r.json()["choices"][0]
     prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                return_dict=False)
-    want = oracle(reference, prompt_ids, **xargs)
+    want = served_oracle(reference, prompt_ids, **xargs)
     assert choice["token_ids"] == want
     assert choice["message"]["content"] == tokenizer.decode(want, skip_special_tokens=True)
 

@@ -40,7 +40,7 @@ def run(llm, case):
 def test_tp2_equals_single_rank(backend, llm, tiny_model, reference, monkeypatch):
     from vllm import LLM
 
-    from conftest import MAX_MODEL_LEN
+    from helpers import MAX_MODEL_LEN
 
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one core per rank
     single = [run(llm, c) for c in CASES]
@@ -66,7 +66,7 @@ def test_tp2_under_vllm_serve_equals_single_rank(backend, llm, tiny_model, tmp_p
     127.0.0.1, as without RAY_ADDRESS) answers like the single-rank engine."""
     import requests
 
-    from conftest import MAX_MODEL_LEN, serve
+    from helpers import MAX_MODEL_LEN, serve
 
     tok = llm.get_tokenizer()
     texts = ["Once upon a time", "The quick brown fox"]
