@@ -1,4 +1,4 @@
-"""The step's batched attention (varlen.py) and batched statistics (attention_stats.py) against
+"""The step's batched attention (varlen.py) and batched statistics (statistics.py) against
 per-request computations; the layout every kernel (the CUDA one included) is driven by."""
 
 from __future__ import annotations

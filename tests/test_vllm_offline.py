@@ -201,3 +201,25 @@ def test_a_failing_request_errors_alone_and_the_engine_keeps_serving(llm, refere
     again = llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(case),
                          use_tqdm=False)[0]
     assert list(again.outputs[0].token_ids) == oracle(reference, PROMPTS[0], **case)
+
+
+def model_threads(worker) -> tuple[int, str | None]:
+    """Runs inside the worker: (torch threads, the OpenMP thread count vLLM's binding set)."""
+    import os
+
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_a_single_rank_on_a_small_cpu_machine_computes_on_every_core(llm):
+    """The plugin's CPU default (integration/cpu_threads.py): vLLM alone would bind the model
+    to one of this machine's 2 cores and reserve the other for the engine core."""
+    import sys
+
+    import cloudpickle
+
+    from vllm_elastic.integration.cpu_threads import SMALL_MACHINE_CPUS, usable_cpus
+
+    if usable_cpus() > SMALL_MACHINE_CPUS:
+        pytest.skip("vLLM's own binding applies on a larger machine")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    assert llm.collective_rpc(model_threads) == [(usable_cpus(), str(usable_cpus()))]

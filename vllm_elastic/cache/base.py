@@ -1,7 +1,7 @@
 """What a cache policy decides: plans, not actions.
 
 A policy belongs to one request. It never touches pages, tensors of the batch, or other
-objects; it answers four questions and the batch (batch.py) carries the answers out for every
+objects; it answers four questions and the batch (engine/batch.py) carries the answers out for every
 request of the step at once:
 
   * `begin_step(canvas)`: the sorted canvas positions that enter layer 0;

@@ -3,7 +3,7 @@
 vLLM's /metrics shows only the API process's default Prometheus registry, and the compute
 accounting of a request (engine/scheduler.py) reaches that process only inside the finished
 request's `kv_transfer_params`. So the plugin observes the outputs as vLLM's OutputProcessor
-receives them (patches.py, patch 3) and counts here, per cache policy:
+receives them (patches.py: patch_metrics, listed in patch_register.py) and counts here, per cache policy:
 
   vllm_elastic:requests_total                  finished diffusion requests
   vllm_elastic:denoising_steps_total           denoising steps run

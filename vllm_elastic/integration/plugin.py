@@ -7,6 +7,8 @@ vLLM loads our `vllm.general_plugins` entry point in every process it starts (AP
   * a per-architecture config hook that selects our scheduler and worker, and turns off what a
     fixed canvas cannot use (prefix caching, chunked prefill, async scheduling), only where
     the user has not chosen explicitly;
+  * on a small CPU machine with one rank, the model's threads on every core
+    (cpu_threads.py), unless the user chose a binding;
   * everything else that bends vLLM (the request validator of validation.py, the runtime
     patches of patches.py, the private fields and methods the engine uses) is listed, guarded
     and applied by the patch register (patch_register.py).
@@ -44,6 +46,7 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
 
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
+        from vllm_elastic.integration.cpu_threads import apply_cpu_default
         from vllm_elastic.params import server_defaults
 
         sched, cache = vllm_config.scheduler_config, vllm_config.cache_config
@@ -63,3 +66,4 @@ class DiffusionConfigHook(VerifyAndUpdateConfig):
                                            model_config.max_model_len)
         # The denoising step is Python control flow per request; nothing to capture in graphs.
         model_config.enforce_eager = True
+        apply_cpu_default(vllm_config)

@@ -6,13 +6,13 @@ the shared KV buffer, and binds the layer's page view to `self.kv_cache`. What a
 holds is `PageLayout`'s business (page_layout.py); slots come from the request's block table:
 slot = block_id * block_size + offset.
 
-Per step and layer the forward is one straight line for the whole batch (batch.py):
+Per step and layer the forward is one straight line for the whole batch (engine/batch.py):
   1. if any request probes this layer, the drift test's "before" rows (cached Q against the
      cached K, before this step writes);
   2. one indexed write of this step's K, V (and Q) rows;
   3. one varlen attention call for every request (varlen.py): queries are any subset of each
      canvas, keys its whole canvas, no mask;
-  4. if probed, the statistics of every probed request at once (attention_stats.py), handed
+  4. if probed, the statistics of every probed request at once (statistics.py), handed
      back to the batch.
 """
 
