@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
+from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
 from vllm_elastic.engine.accounting import Accounting
 from vllm_elastic.kernels.statistics import ProbeBatch
-from vllm_elastic.models.stack import LayerLoop, Rerun
-from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
 from vllm_elastic.kernels.varlen import VarlenLayout, build_layout
+from vllm_elastic.models.stack import LayerLoop, Rerun
 
 # What a restart's rerun of a layer does for each rerun request.
 _RERUN = LayerPlan(store_inputs=True)
