@@ -1,8 +1,8 @@
 """The CPU default: with one rank, the model's threads get every core vLLM would bind.
 
 vLLM's CPU build binds a worker's OpenMP threads by `VLLM_CPU_OMP_THREADS_BIND=auto`, which
-reserves one core per rank for the engine-core process ("TODO: make scheduler proc sleep when
-idle" in vLLM's OMP manager). On a small machine that halves the model: on 2 cores the worker
+reserves one core per rank for the engine-core process (vLLM's OMP manager notes that the
+scheduler process should sleep when idle, and it does not yet). On a small machine that halves the model: on 2 cores the worker
 gets one, and the engine core spends the other spinning (its shared-memory queue readers
 busy-loop with `sched_yield` for 1 s after every read, and a diffusion step comes every
 50-150 ms), computing nothing. Once every core holds a model thread, that spinning costs
