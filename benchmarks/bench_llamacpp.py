@@ -161,10 +161,11 @@ def ours(spec: dict, threads: int) -> list[dict]:
            "VLLM_CPU_OMP_THREADS_BIND": "0" if threads == 1 else f"0-{threads - 1}"}
     res = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
                          capture_output=True, text=True)
-    line = next((x for x in res.stdout.splitlines() if x.startswith("RESULT ")), None)
+    # The RESULT line may follow a progress bar's text on the same line (no newline after it).
+    line = next((x for x in res.stdout.splitlines() if "RESULT " in x), None)
     if line is None:
         raise RuntimeError(f"our engine failed:\n{(res.stdout + res.stderr)[-3000:]}")
-    return json.loads(line[7:])
+    return json.loads(line.split("RESULT ", 1)[1])
 
 
 def main() -> None:
