@@ -53,17 +53,6 @@ def start_server(config: str) -> tuple[subprocess.Popen, str]:
             time.sleep(1)
 
 
-def cpu_by_role(procs, server_pid: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for p in procs:
-        name = " ".join(p.cmdline())
-        role = ("api server" if p.pid == server_pid else "engine core" if "EngineCore" in name
-                else "worker" if "Worker" in name else "other")
-        times = p.cpu_times()
-        out[role] = out.get(role, 0.0) + times.user + times.system
-    return out
-
-
 def chat(url: str, question: str) -> dict:
     import requests
 
@@ -79,6 +68,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     args = ap.parse_args()
     import psutil
+    from bench_threads import cpu_seconds
 
     from vllm_elastic.tools.training.long_data import test_problem_list
 
@@ -88,11 +78,11 @@ def main() -> None:
         chat(url, questions[0])  # warm-up
         root = psutil.Process(proc.pid)
         procs = [root] + root.children(recursive=True)
-        before, start = cpu_by_role(procs, proc.pid), time.perf_counter()
+        before, start = cpu_seconds(procs, proc.pid, "api server"), time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
             replies = list(pool.map(lambda q: chat(url, q), questions))
         wall = time.perf_counter() - start
-        after = cpu_by_role(procs, proc.pid)
+        after = cpu_seconds(procs, proc.pid, "api server")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

@@ -35,21 +35,22 @@ CONFIGS = {
 }
 
 
-def process_role(proc, me: int) -> str:
+def process_role(proc, me: int, root: str = "frontend") -> str:
     if proc.pid == me:
-        return "frontend"
+        return root
     name = " ".join(proc.cmdline())
     return "engine core" if "EngineCore" in name else "worker" if "Worker" in name else "other"
 
 
-def cpu_seconds(procs, me: int) -> dict[str, float]:
+def cpu_seconds(procs, me: int, root: str = "frontend") -> dict[str, float]:
+    """User + system CPU seconds of each process, summed by role (`root` names process me)."""
     out: dict[str, float] = {}
     for p in procs:
         try:
             times = p.cpu_times()
         except Exception:  # a helper process that ended
             continue
-        role = process_role(p, me)
+        role = process_role(p, me, root)
         out[role] = out.get(role, 0.0) + times.user + times.system
     return out
 
