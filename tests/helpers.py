@@ -59,6 +59,22 @@ def make_dream_checkpoint(path: str, layers: int = 2, heads: int = 4, kv_heads: 
     return path
 
 
+def make_llada_v_checkpoint(path: str, init_scale: float = 4.0, eot_boost: float = EOS_BOOST,
+                            seed: int = 0, **shape) -> str:
+    """A random LLaDA-V checkpoint (tiny tower: tools/llada_v_checkpoint.py) whose outputs
+    vary and that emits <|eot_id|>, the token its decoding stops at, sometimes."""
+    from safetensors.torch import load_file, save_file
+
+    from vllm_elastic.tools.llada_v_checkpoint import EOT_ID, write_random_llada_v_checkpoint
+
+    write_random_llada_v_checkpoint(path, seed=seed, init_scale=init_scale, **shape)
+    file = os.path.join(path, "model.safetensors")
+    state = load_file(file)
+    state["lm_head.weight"][EOT_ID] *= eot_boost
+    save_file(state, file, metadata={"format": "pt"})
+    return path
+
+
 SERVE_MAX_MODEL_LEN = 128
 SERVE_DIFFUSION = {"gen_length": 32, "block_length": 8}  # the shared server's defaults
 
@@ -67,7 +83,7 @@ SERVE_DIFFUSION = {"gen_length": 32, "block_length": 8}  # the shared server's d
 SAMPLING_KEYS = ("temperature", "seed", "top_p", "top_k", "max_tokens")
 # Cache-policy keys: the oracle is full recompute, so it drops them.
 POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num",
-               "refresh_layers", "drift_min_weight")
+               "refresh_layers", "drift_min_weight", "guard", "guard_bound", "guard_sentinels")
 
 
 def sampling(case: dict | None = None, **more):

@@ -51,7 +51,8 @@ REGISTER: tuple[Bend, ...] = (
          ("vllm.transformers_utils.config:_CONFIG_REGISTRY",),
          "patches.register_configs",
          "official LLaDA/Dream config.json name remote code (auto_map); registering our config "
-         "classes for model_type `llada` / `Dream` loads them with trust_remote_code off",
+         "classes for model_type `llada` / `Dream` / `llava_llada` (LLaDA-V) loads them with "
+         "trust_remote_code off",
          "a public vLLM API to register a config class for a model_type",
          _patch("patches.register_configs")),
     Bend("request validator", "runtime patch",

@@ -85,6 +85,8 @@ def register_configs() -> None:
 
     from vllm_elastic.models.dream_config import DreamConfig
     from vllm_elastic.models.llada_config import LLaDAConfig
+    from vllm_elastic.models.llada_v_config import LlavaLLaDAConfig
 
     _CONFIG_REGISTRY["llada"] = LLaDAConfig
     _CONFIG_REGISTRY["Dream"] = DreamConfig
+    _CONFIG_REGISTRY["llava_llada"] = LlavaLLaDAConfig

@@ -115,10 +115,13 @@ class ReferenceLLaDA(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [B, L] -> logits [B, L, embedding_size], attention over the whole canvas."""
+        return self.forward_embeds(self.model.transformer["wte"](input_ids))
+
+    def forward_embeds(self, x: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [B, L, d] -> logits (LLaDA-V splices image features into them)."""
         t = self.model.transformer
-        cos, sin = rope_cos_sin(torch.arange(input_ids.shape[1]), self.config.head_dim,
+        cos, sin = rope_cos_sin(torch.arange(x.shape[1]), self.config.head_dim,
                                 self.config.rope_theta)
-        x = t["wte"](input_ids)
         for block in t["blocks"]:
             x = block(x, cos, sin)
         x = t["ln_f"](x)
