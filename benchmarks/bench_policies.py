@@ -15,6 +15,8 @@ Rows (the issue's benchmark plan), each at every gen length:
   elastic-floor/g   (beyond the paper) the drift mean leaves out keys whose attention
                 weights are below 1e-6 in both rows (`drift_min_weight`)
   elastic-everyN/0.9   (beyond the paper) also a full step every N steps (`refresh_interval`)
+  guard/b       (beyond the paper) elastic at gamma 0.9 with the staleness guard at
+                guard_bound b (`guard`, default sentinels); guard-sS/b with S sentinels
   w1/...        the same window committing one token per step (no threshold): many steps
                 per request, the regime where reusing the cache between steps pays; compared
                 with w1/none
@@ -47,9 +49,12 @@ WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
 FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
 INTERVALS = (2, 3, 4, 6, 8)  # refresh_interval of the elastic-everyN rows
+GUARD_BOUNDS = ()  # guard_bound of the guard/b rows
+GUARD_SENTINELS = ()  # guard_sentinels of extra guard-sS/b rows (besides the default)
 
 
-def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS) -> list[tuple[str, dict]]:
+def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS, guard_bounds=GUARD_BOUNDS,
+            guard_sentinels=GUARD_SENTINELS) -> list[tuple[str, dict]]:
     rows = [("baseline", {"schedule": "blocks", "block_length": 32, "cache_policy": "none"}),
             ("window/none", dict(WINDOW, cache_policy="none")),
             ("window/prefix", dict(WINDOW, cache_policy="prefix")),
@@ -62,6 +67,10 @@ def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS) -> list[tuple[
                                          drift_min_weight=FLOOR)) for g in gammas]
     rows += [(f"elastic-every{n}/0.9", dict(WINDOW, cache_policy="elastic", gamma=0.9,
                                             refresh_interval=n)) for n in intervals]
+    guarded = dict(WINDOW, cache_policy="elastic", gamma=0.9, guard=True)
+    rows += [(f"guard/{b}", dict(guarded, guard_bound=b)) for b in guard_bounds]
+    rows += [(f"guard-s{n}/{b}", dict(guarded, guard_bound=b, guard_sentinels=n))
+             for n in guard_sentinels for b in guard_bounds]
     one = dict(WINDOW, threshold=None, tokens_per_iter=1)
     rows += [("w1/none", dict(one, cache_policy="none")),
              ("w1/dual", dict(one, cache_policy="dual")),
@@ -243,6 +252,10 @@ def main() -> None:
                     help="gammas of the w1/elastic-floor rows")
     ap.add_argument("--intervals", type=int, nargs="*", default=list(INTERVALS),
                     help="refresh_interval of the elastic-everyN/0.9 rows")
+    ap.add_argument("--guard-bounds", type=float, nargs="*", default=list(GUARD_BOUNDS),
+                    help="guard_bound of the guard/b rows")
+    ap.add_argument("--guard-sentinels", type=int, nargs="*", default=list(GUARD_SENTINELS),
+                    help="guard_sentinels of guard-sS/b rows, at every --guard-bounds")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--configs", nargs="*", help="run only these config names")
     ap.add_argument("--task", choices=("arith", "long"), default="arith",
@@ -275,7 +288,8 @@ def main() -> None:
               max_num_seqs=max(1, args.concurrency))
     rows, unfinished = [], []
     for gen in args.gen_lengths:
-        for name, extra in configs(args.gammas, args.w1_gammas, args.intervals):
+        for name, extra in configs(args.gammas, args.w1_gammas, args.intervals,
+                                   args.guard_bounds, args.guard_sentinels):
             if args.configs and name not in args.configs:
                 continue
             requests = run_row(llm, name, extra, gen, prompts, problems, args.concurrency,

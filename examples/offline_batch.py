@@ -28,8 +28,10 @@ DIFFUSION_FLAGS = {"gen_length": int, "block_length": int, "steps": int, "remask
                    "threshold": float, "schedule": str, "window_length": int,
                    "tokens_per_iter": int, "cache_policy": str, "gamma": float, "track_num": int,
                    "refresh_interval": int, "refresh_layers": str, "drift_min_weight": float,
-                   "alg": str, "alg_temp": float, "eps": float}
-DIFFUSION_KEYS = tuple(DIFFUSION_FLAGS) + ("full_update",)
+                   "guard_bound": float, "guard_sentinels": int, "alg": str,
+                   "alg_temp": float, "eps": float}
+SWITCHES = ("full_update", "guard")  # true when given, else left to the server's default
+DIFFUSION_KEYS = tuple(DIFFUSION_FLAGS) + SWITCHES
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "llada-tiny-arith")
 
 
@@ -118,8 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None)
     for key, kind in DIFFUSION_FLAGS.items():
         ap.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
-    ap.add_argument("--full-update", dest="full_update", action="store_const", const=True,
-                    default=None)
+    for key in SWITCHES:
+        ap.add_argument(f"--{key.replace('_', '-')}", dest=key, action="store_const",
+                        const=True, default=None)
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--tensor-parallel-size", type=int, default=1)
     return ap.parse_args(argv)

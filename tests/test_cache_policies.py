@@ -3,6 +3,7 @@
 import torch
 
 from vllm_elastic.cache import LayerStats, make_policy
+from vllm_elastic.cache.guard import StalenessGuard
 from vllm_elastic.decoding.canvas import Canvas
 from vllm_elastic.params import DiffusionParams
 
@@ -111,3 +112,33 @@ def test_full_recompute_and_fast_dllm_caches_plan_nothing_per_layer():
         p = make_policy(DiffusionParams(gen_length=16, block_length=8, cache_policy=policy), 2)
         plan = p.layer_plan(1)
         assert not plan.store_inputs and not plan.widen and plan.probe is None
+
+
+def test_guard_sentinels_spread_over_the_positions_outside_the_query_set_and_rotate():
+    guard = StalenessGuard(bound=0.1, count=4)
+    query = torch.tensor([0, 1, 2, 10, 11])
+    picks = [guard.pick(20, query, step) for step in range(4)]
+    for p in picks:
+        assert p.numel() == 4 and bool((p.diff() > 0).all())
+        assert not set(p.tolist()) & set(query.tolist())
+    assert len({tuple(p.tolist()) for p in picks}) > 1  # the offset rotates
+    assert guard.pick(3, torch.arange(3), 0).numel() == 0  # nothing outside the query set
+    assert guard.pick(8, torch.tensor([0, 1, 2, 6, 7]), 0).tolist() == [3, 4, 5]  # fewer candidates than sentinels
+    assert guard.fires(0.1) and not guard.fires(0.099) and guard.history == [0.1, 0.099]
+
+
+def test_guard_trigger_restarts_at_the_stale_layer_and_later_layers_update():
+    window = dict(gen_length=16, schedule="window", window_length=4)
+    policy = make_policy(DiffusionParams(**window, cache_policy="elastic", gamma=0.0,
+                                         guard=True, guard_bound=0.1, guard_sentinels=2), 4)
+    c = canvas(**window)
+    policy.begin_step(c)  # step 0: full
+    policy.end_step(c)
+    active = policy.begin_step(c)
+    assert policy.sentinels.numel() == 2 and set(policy.sentinels.tolist()) <= set(active.tolist())
+    assert policy.layer_plan(0).sentinels is not None
+    assert policy.observe(0, LayerStats(staleness=0.05)) is None
+    assert policy.observe(1, LayerStats(staleness=0.2)) == 1  # rerun layer 1, then update
+    assert policy.layer_plan(2).sentinels is None and policy.in_update_mode(2)
+    assert not policy.in_update_mode(1)
+    assert policy.layer_plan(3).sentinels is None  # never after the last layer

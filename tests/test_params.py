@@ -27,6 +27,11 @@ def test_defaults_are_valid_and_one_token_per_step():
     ({"schedule": "dream", "eps": 0.0}, "eps"),
     ({"schedule": "dream", "alg_temp": -0.1}, "alg_temp"),
     ({"schedule": "dream", "steps": 0}, "steps"),
+    ({"guard": "on"}, "guard"),
+    ({"guard_bound": -0.01}, "guard_bound"),
+    ({"guard_bound": float("inf")}, "guard_bound"),
+    ({"guard_sentinels": 0}, "guard_sentinels"),
+    ({"guard_sentinels": 2.5}, "guard_sentinels"),
 ])
 def test_bad_values_name_the_parameter(overrides, param):
     with pytest.raises(DiffusionParamError) as e:
@@ -42,6 +47,9 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
     assert p.steps_per_block == 16
     assert request_params(defaults, {"cache_policy": "elastic", "drift_min_weight": "1e-6"},
                           0.0, None).drift_min_weight == 1e-6
+    guarded = request_params(defaults, {"cache_policy": "elastic", "guard": 1,
+                                        "guard_bound": "0.1", "guard_sentinels": 4.0}, 0.0, None)
+    assert (guarded.guard, guarded.guard_bound, guarded.guard_sentinels) == (True, 0.1, 4)
 
 
 @pytest.mark.parametrize("extra, param, field", [
@@ -53,6 +61,10 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
     ({"cache_policy": "dual", "gamma": 0.5}, "gamma", "cache_policy"),
     ({"drift_min_weight": 1e-6}, "drift_min_weight", "cache_policy"),
     ({"refresh_interval": 2}, "refresh_interval", "cache_policy"),
+    ({"guard": True}, "guard", "cache_policy"),
+    ({"cache_policy": "elastic", "guard_bound": 0.1}, "guard_bound", "guard"),
+    ({"cache_policy": "elastic", "guard": False, "guard_sentinels": 4}, "guard_sentinels",
+     "guard"),
 ])
 def test_a_request_key_without_effect_on_the_request_is_refused(extra, param, field):
     """A request must not silently run without what it asked for: window_length under the

@@ -30,6 +30,9 @@ EXACT = [
     dict(WINDOW, cache_policy="dual", refresh_interval=1, temperature=0.8, seed=5),
     dict(WINDOW, cache_policy="none"),
     dict(BLOCKS, cache_policy="elastic", full_update=True, steps=16, remasking="random"),
+    dict(WINDOW, cache_policy="elastic", gamma=0.0, guard=True, guard_bound=0.0),
+    dict(BLOCKS, cache_policy="elastic", guard=True, guard_bound=0.0, guard_sentinels=3,
+         temperature=0.7, seed=11),
 ]
 
 
@@ -93,7 +96,14 @@ def test_bad_policy_parameters_are_rejected(llm):
     for bad, param in [({"cache_policy": "lru"}, "cache_policy"), ({"gamma": 1.5}, "gamma"),
                        ({"schedule": "diagonal"}, "schedule"), ({"window_length": 0},
                                                                "window_length"),
-                       ({"drift_min_weight": 2}, "drift_min_weight")]:
+                       ({"drift_min_weight": 2}, "drift_min_weight"),
+                       ({"cache_policy": "elastic", "guard": "yes"}, "guard"),
+                       ({"cache_policy": "elastic", "guard": True, "guard_bound": -0.1},
+                        "guard_bound"),
+                       ({"cache_policy": "elastic", "guard_bound": 0.1}, "guard_bound"),
+                       ({"cache_policy": "elastic", "guard": True, "guard_sentinels": 0},
+                        "guard_sentinels"),
+                       ({"cache_policy": "dual", "guard": True}, "guard")]:
         with pytest.raises(VLLMValidationError) as e:
             llm.generate([{"prompt_token_ids": PROMPTS[0]}], sampling(bad), use_tqdm=False)
         assert e.value.parameter == param
@@ -107,7 +117,9 @@ def test_mixed_batch_equals_each_request_alone(llm):
             (PROMPTS[2], dict(WINDOW, cache_policy="prefix", gen_length=48)),
             (PROMPTS[3], dict(BLOCKS, cache_policy="none", gen_length=16)),
             (PROMPTS[1], dict(WINDOW, cache_policy="elastic", gamma=0.99, track_num=2)),
-            (PROMPTS[2], dict(WINDOW, cache_policy="elastic", gamma=0.9, drift_min_weight=1e-6))]
+            (PROMPTS[2], dict(WINDOW, cache_policy="elastic", gamma=0.9, drift_min_weight=1e-6)),
+            (PROMPTS[3], dict(WINDOW, cache_policy="elastic", gamma=0.0, guard=True,
+                              guard_bound=0.05, guard_sentinels=4))]
     together = llm.generate([{"prompt_token_ids": p} for p, _ in jobs],
                             [sampling(c) for _, c in jobs], use_tqdm=False)
     for (prompt, case), out in zip(jobs, together):
@@ -136,3 +148,24 @@ def test_refresh_layers_all_and_trigger_are_exact_when_layer_0_always_triggers(l
                             use_tqdm=False):
         acct = out.kv_transfer_params["diffusion"]
         assert acct["refreshes_per_layer"] == [1, acct["steps"]]
+
+
+def test_staleness_guard_refreshes_by_its_bound_and_counts_its_sentinels(llm):
+    """Beyond the paper: with the drift test off (gamma 0), the guard alone decides. A bound
+    no change reaches never refreshes after step 0 (the paper's behaviour on a model whose
+    drift test never fires); bound 0 refreshes every layer at every step (layer 0 runs twice: more work than full
+    recompute); a bound between
+    refreshes the last layer's input no less often than layer 0's output. Sentinel rows are
+    counted: guard_sentinels rows through every layer of every partial step."""
+    case = dict(WINDOW, threshold=None, cache_policy="elastic", gamma=0.0, guard=True,
+                guard_sentinels=4)
+    never, always, between = (
+        llm.generate([{"prompt_token_ids": PROMPTS[1]}], sampling(case, guard_bound=b),
+                     use_tqdm=False)[0].kv_transfer_params["diffusion"]
+        for b in (1e9, 0.0, 0.4))
+    assert never["steps"] >= 3 and never["refreshes_per_layer"] == [1, 1]
+    assert never["token_layer_evals_sentinel"] == 4 * 2 * (never["steps"] - 1)
+    assert always["refreshes_per_layer"] == [always["steps"]] * 2
+    assert always["work_fraction"] > 1  # layer 0 runs the query rows, then reruns all
+    assert between["refreshes_per_layer"][0] <= between["refreshes_per_layer"][1]
+    assert never["work_fraction"] < between["work_fraction"] < always["work_fraction"]

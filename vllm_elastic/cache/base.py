@@ -8,7 +8,8 @@ request of the step at once:
   * `layer_plan(layer)`: a `LayerPlan` for the layer about to run: store the layer's inputs
     in the pages (for later refreshes), widen to every position (inputs of the positions not
     computed this step come from those stored inputs), and which statistics to gather;
-  * `observe(layer, stats)`: the statistics it asked for, after the layer ran; it may answer
+  * `observe(layer, stats)`: the statistics it asked for (attention statistics, and the
+    staleness of its sentinels' cached rows), after the layer ran; it may answer
     with a layer to restart from (recompute that layer and the ones after it up to this one,
     every position, before going on);
   * `end_step(canvas)`: after the step's commits.
@@ -42,12 +43,16 @@ class LayerPlan:
     store_inputs: bool = False  # write this layer's input hidden states into the pages
     widen: bool = False  # from this layer on, every position (inputs read from the pages)
     probe: Probe | None = None
+    # Positions (among this step's) whose output of this layer is compared with the next
+    # layer's cached inputs (the staleness guard, cache/guard.py); None: no comparison.
+    sentinels: torch.Tensor | None = None
 
 
 @dataclass
 class LayerStats:
-    similarity: float | None  # mean cosine similarity of tracked rows (None: no drift test)
-    attention_mass: torch.Tensor | None  # [canvas] summed attention of the window rows
+    similarity: float | None = None  # mean cosine similarity of tracked rows (None: no test)
+    attention_mass: torch.Tensor | None = None  # [canvas] summed attention of the window rows
+    staleness: float | None = None  # sentinels' mean relative change (None: no sentinels)
 
 
 KEEP = LayerPlan()

@@ -35,6 +35,10 @@ position, from the cached layer inputs) before going on. And (default 0, off)
 `drift_min_weight` leaves out of the drift mean the keys nobody attends to: torch's cosine
 scores a key whose weights have norm < 1e-8 in both rows as ~0 however little it moved, which
 on a sharply attending model fails the test at the first layer every step.
+
+Beyond the paper (default off): `guard` adds the staleness guard (guard.py): sentinel
+positions measure how far each layer's cached inputs have moved; the first layer whose
+staleness reaches `guard_bound` reruns over every position and the layers after it update.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from __future__ import annotations
 import torch
 
 from vllm_elastic.cache.base import CachePolicy, LayerPlan, LayerStats, Probe
+from vllm_elastic.cache.guard import StalenessGuard
 
 # Where a drift trigger at layer l restarts (None: no restart, layers after l widen).
 _RESTART = {"after": lambda layer: None, "trigger": lambda layer: layer, "all": lambda layer: 0}
@@ -60,6 +65,10 @@ class ElasticCache(CachePolicy):
         self.trigger: int | None = None  # first layer that failed the drift test this step
         self.next_tracked: list[torch.Tensor] = []
         self.similarities: list[float] = []  # drift test results, for analysis
+        self.guard = (StalenessGuard(params.guard_bound, params.guard_sentinels)
+                      if params.guard else None)
+        self.sentinels: torch.Tensor | None = None  # this step's, when the guard runs
+        self.step = 0
 
     def begin_step(self, canvas) -> torch.Tensor:
         interval = self.params.refresh_interval
@@ -73,10 +82,18 @@ class ElasticCache(CachePolicy):
         # left after the first EOS (no longer decoded) may be tracked.
         decodable = torch.arange(canvas.length) < canvas.limit
         self.masked = (canvas.tokens == canvas.mask_id) & decodable
-        self.trigger, self.next_tracked = None, []
+        self.trigger, self.next_tracked, self.sentinels = None, [], None
+        self.step += 1
         if self.full_step:
             return torch.arange(canvas.length)
-        return torch.cat([self.tracked, canvas.last_committed, self.window]).unique()
+        query = torch.cat([self.tracked, canvas.last_committed, self.window]).unique()
+        if self.guard is None:
+            return query
+        sentinels = self.guard.pick(canvas.length, query, self.step)
+        if sentinels.numel() == 0:  # the query set covers the canvas: nothing can be stale
+            return query
+        self.sentinels = sentinels
+        return torch.cat([query, sentinels]).unique()
 
     def in_update_mode(self, layer: int) -> bool:
         return self.full_step or (self.trigger is not None and layer > self.trigger)
@@ -86,15 +103,25 @@ class ElasticCache(CachePolicy):
         drift = not self.in_update_mode(layer) and self.trigger is None
         probe = Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
                       min_weight=self.params.drift_min_weight)
-        return LayerPlan(store_inputs=True, widen=widen, probe=probe)
+        # The guard compares this layer's output with the next layer's cached inputs: not
+        # once a trigger has put the next layers in update mode, not after the last layer.
+        guarded = (self.sentinels is not None and self.trigger is None
+                   and layer + 1 < self.num_layers)
+        return LayerPlan(store_inputs=True, widen=widen, probe=probe,
+                         sentinels=self.sentinels if guarded else None)
 
     def observe(self, layer: int, stats: LayerStats) -> int | None:
-        restart = None
+        starts = []  # where each failed test restarts (None: no restart, later layers update)
         if stats.similarity is not None:
             self.similarities.append(stats.similarity)
-            if stats.similarity < self.params.gamma and self.trigger is None:
-                self.trigger = layer
-                restart = _RESTART[self.params.refresh_layers](layer)
+            if stats.similarity < self.params.gamma:
+                starts.append(_RESTART[self.params.refresh_layers](layer))
+        if stats.staleness is not None and self.guard.fires(stats.staleness):
+            starts.append(layer)  # this layer's output is stale for positions it did not run
+        restart = None
+        if starts and self.trigger is None:
+            self.trigger = layer
+            restart = min((s for s in starts if s is not None), default=None)
         if stats.attention_mass is not None:
             mass = stats.attention_mass.masked_fill(self.masked, 0.0)
             k = min(self.params.track_num, mass.numel())

@@ -16,20 +16,24 @@ class Accounting:
     full_token_layers: int = 0  # what full recompute would have computed
     query_token_layers: int = 0  # the compute bound: each step's query set through every layer
     refreshes: list[int] = field(default_factory=list)  # per layer: steps it ran every token
+    sentinel_token_layers: int = 0  # the staleness guard's sentinel rows through the layers
 
     def __post_init__(self) -> None:
         self.refreshes = [0] * self.num_layers
         self._refreshed: set[int] = set()  # layers that ran every position in this step
 
     def count_layer(self, layer: int, num_active: int, canvas_length: int,
-                    rerun: bool = False) -> None:
+                    rerun: bool = False, sentinels: int = 0) -> None:
         """One pass of `num_active` positions through `layer` (a rerun is a restart's repeat
-        of a layer this step already ran: counted as work, not as another step or refresh)."""
+        of a layer this step already ran: counted as work, not as another step or refresh).
+        `sentinels` of them are the guard's, counted once at layer 0 for every layer (they
+        run through all of them)."""
         self.token_layers += num_active
         if not rerun:
             self.full_token_layers += canvas_length
             if layer == 0:  # layer 0 runs exactly the step's query set
                 self.query_token_layers += num_active * self.num_layers
+                self.sentinel_token_layers += sentinels * self.num_layers
                 self._refreshed.clear()
             if layer == self.num_layers - 1:
                 self.steps += 1
@@ -45,4 +49,5 @@ class Accounting:
             "token_layer_evals_query": self.query_token_layers,
             "work_fraction": round(self.token_layers / max(1, self.full_token_layers), 4),
             "refreshes_per_layer": list(self.refreshes),
+            "token_layer_evals_sentinel": self.sentinel_token_layers,
         }

@@ -9,7 +9,8 @@ flat token batch. The model's layer loop calls two methods around each layer:
     whole batch: store the layer's inputs in the pages, widen requests to every position
     (their other rows' inputs read back from the pages), stack the probes into one
     `ProbeBatch`, count the work;
-  * `leave_layer`: hands each probed request its statistics; a policy may answer with a
+  * `leave_layer`: hands each probed request its statistics (attention statistics, and the
+    staleness of its sentinels against the next layer's cached inputs); a policy may answer with a
     restart (recompute layers k..l over every position): the batch then narrows itself to
     the restarting requests, has the model rerun those layers (one batched pass per layer for
     all of them), and widens back. The forward context is never swapped.
@@ -20,9 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
 from vllm_elastic.engine.accounting import Accounting
+from vllm_elastic.kernels.staleness import sentinel_staleness
 from vllm_elastic.kernels.statistics import ProbeBatch
 from vllm_elastic.kernels.varlen import VarlenLayout, build_layout
 from vllm_elastic.models.stack import LayerLoop, Rerun
@@ -54,6 +57,7 @@ class DiffusionBatch(LayerLoop):
         self.members = list(range(len(passes)))  # requests in the current pass
         self.rerun = False  # inside a restart: layers already run this step, run again
         self.probes: ProbeBatch | None = None
+        self.plans: list[LayerPlan] = []  # the current layer's plan of each member
         self._stats: tuple[list[float | None], torch.Tensor] | None = None
         self._layout()
 
@@ -73,8 +77,8 @@ class DiffusionBatch(LayerLoop):
 
     def enter_layer(self, layer: int, x: torch.Tensor, attn) -> tuple[torch.Tensor, torch.Tensor]:
         """Carry out every request's plan for `layer`. Returns (x, positions)."""
-        plans = [_RERUN if self.rerun else self.passes[r].policy.layer_plan(layer)
-                 for r in self.members]
+        self.plans = plans = [_RERUN if self.rerun else self.passes[r].policy.layer_plan(layer)
+                              for r in self.members]
         store = [j for j, plan in enumerate(plans) if plan.store_inputs]
         if len(store) == len(plans):  # the common case: one write for the whole batch
             attn.write_hidden(self.slot_mapping, x)
@@ -89,7 +93,8 @@ class DiffusionBatch(LayerLoop):
                 p.active = torch.arange(p.length)
                 xr = attn.read_hidden(p.slots.to(x.device)).to(x.dtype)
                 changed = True
-            p.accounting.count_layer(layer, p.active.numel(), p.length, rerun=self.rerun)
+            p.accounting.count_layer(layer, p.active.numel(), p.length, rerun=self.rerun,
+                                     sentinels=_count(plan.sentinels))
             parts.append(xr)
         probed = [(r, plan.probe) for r, plan in zip(self.members, plans) if plan.probe]
         self.probes = None if not probed else ProbeBatch.stack(
@@ -105,21 +110,18 @@ class DiffusionBatch(LayerLoop):
         """The attention layer's statistics for `probes` (one entry per probed request)."""
         self._stats = (similarities, mass)
 
-    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun,
+                    next_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hand statistics to the policies; carry out restarts with `rerun(start, last,
-        inputs, positions)`, which runs layers start..last over the batch as it then stands."""
+        inputs, positions)`, which runs layers start..last over the batch as it then stands.
+        `next_attn` is the next layer's attention (its pages hold the cached inputs the
+        sentinels are compared with); None after the last layer."""
         restarts: dict[int, int] = {}
-        if self.probes is not None and self._stats is not None:
-            similarities, mass = self._stats
-            mass = mass.cpu()  # one copy for the layer, not one per request
-            for j, r in enumerate(self.probes.requests):
-                length = self.passes[r].length
-                start = self.passes[r].policy.observe(
-                    layer, LayerStats(similarities[j], mass[j, :length]))
-                if start is not None:
-                    restarts[r] = start
-        self.probes, self._stats = None, None
+        for r, stats in self._layer_stats(x, next_attn).items():
+            start = self.passes[r].policy.observe(layer, stats)
+            if start is not None:
+                restarts[r] = start
+        self.probes, self._stats, self.plans = None, None, []
         if not restarts:
             return x, self.positions
         parts = {r: self._rows(x, j) for j, r in enumerate(self.members)}
@@ -137,7 +139,33 @@ class DiffusionBatch(LayerLoop):
         self._layout()
         return torch.cat([parts[r] for r in self.members]), self.positions
 
+    def _layer_stats(self, x: torch.Tensor, next_attn: nn.Module | None
+                     ) -> dict[int, LayerStats]:
+        """The statistics each request asked for in its plan of the layer that just ran."""
+        stats: dict[int, LayerStats] = {}
+        if self.probes is not None and self._stats is not None:
+            similarities, mass = self._stats
+            mass = mass.cpu()  # one copy for the layer, not one per request
+            for j, r in enumerate(self.probes.requests):
+                stats[r] = LayerStats(similarities[j], mass[j, :self.passes[r].length])
+        guarded = [(j, r, plan.sentinels) for j, (r, plan) in enumerate(zip(self.members,
+                   self.plans)) if plan.sentinels is not None]
+        if guarded and next_attn is not None:
+            rows = torch.cat([self.query_start_loc[j]
+                              + torch.searchsorted(self.passes[r].active, s)
+                              for j, r, s in guarded]).to(x.device)
+            slots = torch.cat([self.passes[r].slots[s] for _, r, s in guarded]).to(x.device)
+            values = sentinel_staleness(x[rows], next_attn.read_hidden(slots),
+                                        [s.numel() for _, _, s in guarded])
+            for (_, r, _), value in zip(guarded, values):
+                stats.setdefault(r, LayerStats()).staleness = value
+        return stats
+
     def output_rows(self, r: int, positions: torch.Tensor) -> torch.Tensor:
         """Flat row indices (after the last layer) of request r's given canvas positions."""
         p = self.passes[r]
         return self.query_start_loc[r] + torch.searchsorted(p.active, positions)
+
+
+def _count(positions: torch.Tensor | None) -> int:
+    return 0 if positions is None else positions.numel()

@@ -159,3 +159,10 @@ def tp_sum(t: torch.Tensor) -> torch.Tensor:
     if get_tensor_model_parallel_world_size() > 1:
         return tensor_model_parallel_all_reduce(t.contiguous())
     return t
+
+
+def tp_mean(t: torch.Tensor) -> torch.Tensor:
+    """Average a statistic every rank computed alike (whole hidden states) over the ranks, so
+    that each rank provably holds the same bits."""
+    world = get_tensor_model_parallel_world_size()
+    return tensor_model_parallel_all_reduce(t.contiguous()) / world if world > 1 else t

@@ -30,9 +30,10 @@ class LayerLoop(AttentionStep):
         """Carry out every request's plan for `layer`; returns (x, positions)."""
 
     @abstractmethod
-    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hand the layer's statistics to the policies and carry out restarts."""
+    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun,
+                    next_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hand the layer's statistics to the policies and carry out restarts; `next_attn`
+        is the next layer's attention (None after the last)."""
 
 
 def current_batch() -> LayerLoop | None:
@@ -63,7 +64,8 @@ def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Te
     for i, block in enumerate(blocks):
         x, positions = batch.enter_layer(i, x, attention_of(block))
         x = block(positions, x)
-        x, positions = batch.leave_layer(i, x, rerun)
+        following = attention_of(blocks[i + 1]) if i + 1 < len(blocks) else None
+        x, positions = batch.leave_layer(i, x, rerun, following)
     return x
 
 

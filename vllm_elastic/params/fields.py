@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from vllm_elastic.params.checks import (DiffusionParamError, check_bool, check_choice,
+                                        check_int, coerce, is_number)
 
 REMASKING_CHOICES = ("low_confidence", "random")
 SCHEDULE_CHOICES = ("blocks", "window", "dream")
@@ -31,7 +33,7 @@ SERVER_KEYS = ("page_layout",)
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
                   "refresh_interval", "full_update", "refresh_layers", "drift_min_weight",
-                  "alg", "alg_temp", "eps")
+                  "guard", "guard_bound", "guard_sentinels", "alg", "alg_temp", "eps")
 # What a request parameter acts on: (the field that must allow it, the values that do). A
 # request that sets one where it has no effect is refused, since it would otherwise run
 # without what it asked for (window_length without schedule 'window' is the classic one).
@@ -51,17 +53,15 @@ APPLIES_TO = {
     "full_update": ("cache_policy", ("elastic",)),
     "refresh_layers": ("cache_policy", ("elastic",)),
     "drift_min_weight": ("cache_policy", ("elastic",)),
+    "guard": ("cache_policy", ("elastic",)),
+    "guard_bound": ("guard", (True,)),
+    "guard_sentinels": ("guard", (True,)),
 }
+# The staleness guard's defaults (chosen on the long model: docs/BENCHMARKS.md).
+GUARD_BOUND = 0.05
+GUARD_SENTINELS = 8
 # Where the engine core puts a request's resolved parameters for the worker (not a user key).
 RESOLVED_KEY = "_vllm_elastic_resolved"
-
-
-class DiffusionParamError(ValueError):
-    """A decoding parameter is out of range; `param` names it (becomes HTTP 400's `param`)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,14 @@ class DiffusionParams:
     # authors' statistic over every key, where keys with norm < 1e-8 score cosine ~0 (torch's
     # eps) however little they moved: on sharply attending models that alone fails the test.
     drift_min_weight: float = 0.0
+    # elastic, beyond the paper: the staleness guard (cache/guard.py). Each step also runs
+    # `guard_sentinels` positions from outside the query set through the layers; where their
+    # fresh layer output has moved from the cached one by `guard_bound` or more (relative L2,
+    # mean over the sentinels), that layer reruns over every position and the layers after it
+    # update. guard_bound 0 refreshes every layer every step (its exact, degenerate setting).
+    guard: bool = False
+    guard_bound: float = GUARD_BOUND
+    guard_sentinels: int = GUARD_SENTINELS
 
     @property
     def num_steps(self) -> int:
@@ -123,11 +131,11 @@ class DiffusionParams:
         return self.num_steps // self.num_blocks
 
     def validate(self) -> "DiffusionParams":
-        _check_int("gen_length", self.gen_length, minimum=1)
-        _check_int("block_length", self.block_length, minimum=1)
+        check_int("gen_length", self.gen_length, minimum=1)
+        check_int("block_length", self.block_length, minimum=1)
         check_choice("remasking", self.remasking, REMASKING_CHOICES)
         if self.threshold is not None and not (
-            _is_number(self.threshold) and 0.0 <= self.threshold <= 1.0
+            is_number(self.threshold) and 0.0 <= self.threshold <= 1.0
         ):
             raise DiffusionParamError(
                 "threshold", f"threshold must be a number in [0, 1] or null, got {self.threshold!r}"
@@ -138,42 +146,49 @@ class DiffusionParams:
         if self.schedule == "dream":
             self._validate_dream()
         check_choice("cache_policy", self.cache_policy, CACHE_POLICY_CHOICES)
-        check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
-        _check_int("window_length", self.window_length, minimum=1)
-        _check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
-        _check_int("track_num", self.track_num, minimum=1)
-        if self.refresh_interval is not None:
-            _check_int("refresh_interval", self.refresh_interval, minimum=1)
-        if not (_is_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
-            raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
-                                               f"{self.gamma!r}")
-        if not (_is_number(self.drift_min_weight) and 0.0 <= self.drift_min_weight < 1.0):
-            raise DiffusionParamError(
-                "drift_min_weight",
-                f"drift_min_weight must be a number in [0, 1), got {self.drift_min_weight!r}")
-        if not isinstance(self.full_update, bool):
-            raise DiffusionParamError("full_update", f"full_update must be true or false, got "
-                                                     f"{self.full_update!r}")
-        if not (_is_number(self.temperature) and math.isfinite(self.temperature)
+        self._validate_cache()
+        if not (is_number(self.temperature) and math.isfinite(self.temperature)
                 and self.temperature >= 0):
             raise DiffusionParamError(
                 "temperature", f"temperature must be a finite number >= 0, got {self.temperature!r}"
             )
         return self
 
+    def _validate_cache(self) -> None:
+        check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
+        check_int("window_length", self.window_length, minimum=1)
+        check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
+        check_int("track_num", self.track_num, minimum=1)
+        if self.refresh_interval is not None:
+            check_int("refresh_interval", self.refresh_interval, minimum=1)
+        if not (is_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
+            raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
+                                               f"{self.gamma!r}")
+        if not (is_number(self.drift_min_weight) and 0.0 <= self.drift_min_weight < 1.0):
+            raise DiffusionParamError(
+                "drift_min_weight",
+                f"drift_min_weight must be a number in [0, 1), got {self.drift_min_weight!r}")
+        check_bool("full_update", self.full_update)
+        check_bool("guard", self.guard)
+        if not (is_number(self.guard_bound) and math.isfinite(self.guard_bound)
+                and self.guard_bound >= 0):
+            raise DiffusionParamError("guard_bound", f"guard_bound must be a finite number "
+                                                     f">= 0, got {self.guard_bound!r}")
+        check_int("guard_sentinels", self.guard_sentinels, minimum=1)
+
     def _validate_dream(self) -> None:
         if self.steps is not None:
-            _check_int("steps", self.steps, minimum=1)
+            check_int("steps", self.steps, minimum=1)
         check_choice("alg", self.alg, ALG_CHOICES)
-        if self.alg_temp is not None and not (_is_number(self.alg_temp) and self.alg_temp >= 0):
+        if self.alg_temp is not None and not (is_number(self.alg_temp) and self.alg_temp >= 0):
             raise DiffusionParamError("alg_temp", f"alg_temp must be a number >= 0 or null, got "
                                                   f"{self.alg_temp!r}")
-        if not (_is_number(self.eps) and 0.0 < self.eps < 1.0):
+        if not (is_number(self.eps) and 0.0 < self.eps < 1.0):
             raise DiffusionParamError("eps", f"eps must be a number in (0, 1), got {self.eps!r}")
-        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+        if self.top_p is not None and not (is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise DiffusionParamError("top_p", f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.top_k is not None:
-            _check_int("top_k", self.top_k, minimum=1)
+            check_int("top_k", self.top_k, minimum=1)
 
     def _validate_blocks(self) -> None:
         if self.gen_length % self.block_length:
@@ -183,7 +198,7 @@ class DiffusionParams:
                 f"({self.block_length})",
             )
         if self.steps is not None:
-            _check_int("steps", self.steps, minimum=1)
+            check_int("steps", self.steps, minimum=1)
             if self.steps % self.num_blocks:
                 raise DiffusionParamError(
                     "steps",
@@ -200,39 +215,5 @@ class DiffusionParams:
                 f"unknown diffusion parameter(s) {sorted(unknown)}; allowed: "
                 f"{[f.name for f in dataclasses.fields(self)]}",
             )
-        values = {k: _coerce(k, v) for k, v in overrides.items()}
+        values = {k: coerce(k, v) for k, v in overrides.items()}
         return dataclasses.replace(self, **values).validate()
-
-
-def _is_number(value: Any) -> bool:
-    """int or float, not bool (JSON true is not 1)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise DiffusionParamError(name, f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise DiffusionParamError(name, f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _coerce(name: str, value: Any) -> Any:
-    # HTTP clients send 32.0 for 32 or "32"; accept exact integers, reject the rest in validate().
-    if name == "full_update" and value in (0, 1) and not isinstance(value, float):
-        return bool(value)  # HTTP's vllm_xargs turns JSON true into 1
-    if name in ("gen_length", "block_length", "steps", "window_length", "tokens_per_iter",
-                "track_num", "refresh_interval") and value is not None:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    if name in ("threshold", "temperature", "gamma", "drift_min_weight", "alg_temp", "eps") \
-            and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value

@@ -1,0 +1,45 @@
+"""The settings the tune command tries, each on top of the user's server defaults.
+
+`full` (full recompute) is the reference every other is compared with; the rest span the
+accuracy/speed range: Fast-dLLM's dual cache, Elastic-Cache at the authors' gamma and above,
+with a full step every N steps, and with the staleness guard at several bounds. `--grid quick`
+is a small grid for a smoke run; a JSON file of {"name": {...}} replaces the grid.
+"""
+
+from __future__ import annotations
+
+import json
+
+REFERENCE = "full"
+_ELASTIC = {"cache_policy": "elastic", "gamma": 0.9}
+
+GRIDS = {
+    "default": {
+        REFERENCE: {"cache_policy": "none"},
+        "dual": {"cache_policy": "dual"},
+        **{f"elastic/{g}": dict(_ELASTIC, gamma=g) for g in (0.9, 0.95, 0.97, 0.99)},
+        **{f"elastic-every{n}": dict(_ELASTIC, refresh_interval=n) for n in (2, 3, 4, 6)},
+        **{f"guard/{b}": dict(_ELASTIC, guard=True, guard_bound=b)
+           for b in (0.05, 0.1, 0.2, 0.3)},
+    },
+    "quick": {
+        REFERENCE: {"cache_policy": "none"},
+        "elastic/0.9": dict(_ELASTIC),
+        "guard/0.1": dict(_ELASTIC, guard=True, guard_bound=0.1),
+    },
+}
+
+
+def load_candidates(grid: str) -> dict[str, dict]:
+    """A named grid, or a JSON file {"name": {extra args}, ...}; the reference is added."""
+    if grid in GRIDS:
+        return dict(GRIDS[grid])
+    try:
+        with open(grid) as f:
+            found = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--grid {grid}: neither one of {list(GRIDS)} nor a readable JSON "
+                         f"file ({e})") from None
+    if not isinstance(found, dict) or not all(isinstance(v, dict) for v in found.values()):
+        raise ValueError(f"--grid {grid}: expected a JSON object of name -> parameters")
+    return {REFERENCE: dict(GRIDS["default"][REFERENCE]), **found}
