@@ -16,7 +16,9 @@ Rows (the issue's benchmark plan), each at every gen length:
                 weights are below 1e-6 in both rows (`drift_min_weight`)
   elastic-everyN/0.9   (beyond the paper) also a full step every N steps (`refresh_interval`)
   guard/b       (beyond the paper) elastic at gamma 0.9 with the staleness guard at
-                guard_bound b (`guard`, default sentinels); guard-sS/b with S sentinels
+                guard_bound b (`guard`, default sentinels); guard-sS/b with S sentinels;
+                guard-all/b: a stale layer reruns with every layer before it
+                (`refresh_layers` "all": the refresh starts at layer 0)
   w1/...        the same window committing one token per step (no threshold): many steps
                 per request, the regime where reusing the cache between steps pays; compared
                 with w1/none
@@ -71,6 +73,8 @@ def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS, guard_bounds=G
     rows += [(f"guard/{b}", dict(guarded, guard_bound=b)) for b in guard_bounds]
     rows += [(f"guard-s{n}/{b}", dict(guarded, guard_bound=b, guard_sentinels=n))
              for n in guard_sentinels for b in guard_bounds]
+    rows += [(f"guard-all/{b}", dict(guarded, guard_bound=b, refresh_layers="all"))
+             for b in guard_bounds]
     one = dict(WINDOW, threshold=None, tokens_per_iter=1)
     rows += [("w1/none", dict(one, cache_policy="none")),
              ("w1/dual", dict(one, cache_policy="dual")),

@@ -142,3 +142,14 @@ def test_guard_trigger_restarts_at_the_stale_layer_and_later_layers_update():
     assert policy.layer_plan(2).sentinels is None and policy.in_update_mode(2)
     assert not policy.in_update_mode(1)
     assert policy.layer_plan(3).sentinels is None  # never after the last layer
+
+
+def test_guard_trigger_with_refresh_layers_all_restarts_at_layer_0():
+    window = dict(gen_length=16, schedule="window", window_length=4)
+    policy = make_policy(DiffusionParams(**window, cache_policy="elastic", gamma=0.0,
+                                         guard=True, guard_bound=0.1, refresh_layers="all"), 4)
+    c = canvas(**window)
+    policy.begin_step(c)
+    policy.end_step(c)
+    policy.begin_step(c)
+    assert policy.observe(2, LayerStats(staleness=0.3)) == 0 and policy.in_update_mode(3)

@@ -90,3 +90,17 @@ def test_long_model_solves_held_out_problems_through_vllm(long_llm):
                if extract_answer(o.outputs[0].text) == p.answer]
     assert len(correct) >= FLOOR, (f"{len(correct)}/{FLOOR_N} right {correct}; the shipped "
                                    f"checkpoint gets {FLOOR_GOT}")
+
+
+@pytest.mark.timeout(900)
+def test_long_model_elastic_decisions_are_unchanged(long_llm):
+    """The trained model's elastic decisions at gamma 0.97 and 0.99 (drift tests that fire on
+    some steps only) equal those pinned before the statistics were merged into one pass."""
+    from transformers import AutoTokenizer
+
+    from decisions_cases import LONG_CASES, decisions, long_prompts
+
+    got = decisions(long_llm, long_prompts(AutoTokenizer.from_pretrained(MODEL)), LONG_CASES)
+    pinned = json.loads((pathlib.Path(__file__).parent / "data" / "elastic_decisions.json")
+                        .read_text())["long"]
+    assert got == pinned

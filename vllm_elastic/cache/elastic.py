@@ -100,7 +100,8 @@ class ElasticCache(CachePolicy):
 
     def layer_plan(self, layer: int) -> LayerPlan:
         widen = not self.full_step and self.trigger is not None and layer == self.trigger + 1
-        drift = not self.in_update_mode(layer) and self.trigger is None
+        # gamma 0 never fails (the similarity of non-negative rows is >= 0): no test to run.
+        drift = not self.in_update_mode(layer) and self.trigger is None and self.params.gamma > 0
         probe = Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
                       min_weight=self.params.drift_min_weight)
         # The guard compares this layer's output with the next layer's cached inputs: not
@@ -117,7 +118,9 @@ class ElasticCache(CachePolicy):
             if stats.similarity < self.params.gamma:
                 starts.append(_RESTART[self.params.refresh_layers](layer))
         if stats.staleness is not None and self.guard.fires(stats.staleness):
-            starts.append(layer)  # this layer's output is stale for positions it did not run
+            # This layer's output is stale for the positions it did not run: rerun it (or,
+            # with refresh_layers "all", every layer up to it) over every position.
+            starts.append(0 if self.params.refresh_layers == "all" else layer)
         restart = None
         if starts and self.trigger is None:
             self.trigger = layer

@@ -58,6 +58,7 @@ class DiffusionBatch(LayerLoop):
         self.rerun = False  # inside a restart: layers already run this step, run again
         self.probes: ProbeBatch | None = None
         self.plans: list[LayerPlan] = []  # the current layer's plan of each member
+        self._probe_cache: tuple[tuple, ProbeBatch] | None = None
         self._stats: tuple[list[float | None], torch.Tensor] | None = None
         self._layout()
 
@@ -96,15 +97,26 @@ class DiffusionBatch(LayerLoop):
             p.accounting.count_layer(layer, p.active.numel(), p.length, rerun=self.rerun,
                                      sentinels=_count(plan.sentinels))
             parts.append(xr)
-        probed = [(r, plan.probe) for r, plan in zip(self.members, plans) if plan.probe]
-        self.probes = None if not probed else ProbeBatch.stack(
-            [r for r, _ in probed], [self.passes[r].slots for r, _ in probed],
-            [pr.tracked for _, pr in probed], [pr.window for _, pr in probed],
-            [pr.min_weight for _, pr in probed]).to(self.device)
+        self.probes = self._probe_batch(plans)
         if changed:
             self._layout()
             x = torch.cat(parts)
         return x, self.positions
+
+    def _probe_batch(self, plans: list[LayerPlan]) -> ProbeBatch | None:
+        """The layer's probes stacked; the previous layer's stack when the probes are the
+        same (a policy hands the same tracked/window tensors to every layer of a step)."""
+        probed = [(r, plan.probe) for r, plan in zip(self.members, plans) if plan.probe]
+        if not probed:
+            return None
+        key = tuple((r, id(pr.window), id(pr.tracked) if pr.tracked.numel() else None,
+                     pr.min_weight) for r, pr in probed)
+        if self._probe_cache is None or self._probe_cache[0] != key:
+            self._probe_cache = key, ProbeBatch.stack(
+                [r for r, _ in probed], [self.passes[r].slots for r, _ in probed],
+                [pr.tracked for _, pr in probed], [pr.window for _, pr in probed],
+                [pr.min_weight for _, pr in probed]).to(self.device)
+        return self._probe_cache[1]
 
     def record_stats(self, similarities: list[float | None], mass: torch.Tensor) -> None:
         """The attention layer's statistics for `probes` (one entry per probed request)."""

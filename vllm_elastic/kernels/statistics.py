@@ -44,11 +44,20 @@ class ProbeBatch:
     window_valid: torch.Tensor  # [P, W] bool
     min_weight: torch.Tensor  # [P] drift_min_weight of each request
     tests: list[bool]  # which requests run the drift test (known on the host)
+    # [P, W (+ T)] the rows whose attention after this step's writes is needed: the window,
+    # then (when some request tests drift) the tracked tokens: one gather and one score
+    # matmul for both.
+    query_slots: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.query_slots is None:
+            self.query_slots = (torch.cat([self.window_slots, self.tracked_slots], dim=1)
+                                if self.tests_drift else self.window_slots)
 
     def to(self, device: torch.device) -> "ProbeBatch":
         """The index and mask tensors on the pages' device (no-op on CPU)."""
         for name in ("key_slots", "key_valid", "tracked_slots", "tracked_valid", "window_slots",
-                     "window_valid", "min_weight"):
+                     "window_valid", "min_weight", "query_slots"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -110,13 +119,14 @@ def layer_statistics(pages: torch.Tensor, probes: ProbeBatch, page: PageLayout,
     mass [P, L] per key). One all-reduce and one host read."""
     reduce = reduce or tp_sum
     keys = pages[probes.key_slots, page.k_cols]
-    window = attention_probs(pages[probes.window_slots, page.q_cols], keys, probes.key_valid,
-                             page)
-    window = window * probes.window_valid[:, None, :, None]
+    probs = attention_probs(pages[probes.query_slots, page.q_cols], keys, probes.key_valid,
+                            page)
+    w = probes.window_slots.shape[1]
+    window = probs[:, :, :w] * probes.window_valid[:, None, :, None]
     mass = window.sum(dim=(1, 2))  # [P, L]
     if before is None:
         return [None] * len(probes.requests), reduce(mass)
-    new = attention_probs(pages[probes.tracked_slots, page.q_cols], keys, probes.key_valid, page)
+    new = probs[:, :, w:]
     head_sums = torch.stack([(new * before).sum(1), (new * new).sum(1), (before * before).sum(1)])
     flat = reduce(torch.cat([head_sums.flatten(), mass.flatten()]))
     head_sums, mass = flat[: head_sums.numel()].view_as(head_sums), flat[head_sums.numel():]
