@@ -37,7 +37,6 @@ its requests' times, so a row finished over several runs is timed like one run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -46,6 +45,8 @@ import time
 # vLLM's CPU default reserves a share of the whole machine's memory for KV and refuses to start
 # when another process holds a little of it; one request at a time needs well under 1 GiB.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+from vllm_elastic.tools.tune.runs import answer_tokens, weights_digest  # noqa: E402
 
 WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 GAMMAS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -84,25 +85,31 @@ def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS, guard_bounds=G
     return rows
 
 
+def describe_threads() -> str:
+    """The model's thread binding this run gets (the plugin's CPU default unless the user
+    chose one), for the table's header."""
+    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    reserved = os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU")
+    if bind or reserved:
+        return (f"as set by the user (VLLM_CPU_OMP_THREADS_BIND={bind}, "
+                f"VLLM_CPU_NUM_OF_RESERVED_CPU={reserved})")
+    return (f"the plugin's CPU default, one OpenMP thread per core on all {os.cpu_count()} "
+            f"cores (vLLM's auto binding with VLLM_CPU_NUM_OF_RESERVED_CPU=0)")
+
+
+def tuned_row(args) -> list[tuple[str, dict]]:
+    """The tune command's pick as a row (gen_length comes from the row's gen length)."""
+    if not args.tuned:
+        return []
+    with open(args.tuned) as f:
+        picked = dict(json.load(f)["diffusion"])
+    picked.pop("gen_length", None)
+    return [("tuned", picked)]
+
+
 def family_none(name: str) -> str:
     """The full-recompute row under the same schedule: w1/none for w1/..., else window/none."""
     return "w1/none" if name.startswith("w1/") else "window/none"
-
-
-def answer_tokens(token_ids: list[int], eos_id: int) -> list[int]:
-    """What the user receives as answer tokens: everything before the first EOS."""
-    return token_ids[: token_ids.index(eos_id)] if eos_id in token_ids else list(token_ids)
-
-
-def weights_digest(model: str) -> str:
-    """sha256 of the checkpoint's weight files: a resumed benchmark must measure the same model."""
-    h = hashlib.sha256()
-    for name in sorted(os.listdir(model)):
-        if name.endswith(".safetensors"):
-            with open(os.path.join(model, name), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
 
 
 def load_requests(path: str, header: dict, resume: bool) -> dict[tuple, dict]:
@@ -260,6 +267,9 @@ def main() -> None:
                     help="guard_bound of the guard/b rows")
     ap.add_argument("--guard-sentinels", type=int, nargs="*", default=list(GUARD_SENTINELS),
                     help="guard_sentinels of guard-sS/b rows, at every --guard-bounds")
+    ap.add_argument("--tuned", default=None,
+                    help="pick.json of `vllm-elastic tune`: adds the row `tuned` with its "
+                         "diffusion parameters (its gen_length replaced by each gen length)")
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--configs", nargs="*", help="run only these config names")
     ap.add_argument("--task", choices=("arith", "long"), default="arith",
@@ -293,7 +303,7 @@ def main() -> None:
     rows, unfinished = [], []
     for gen in args.gen_lengths:
         for name, extra in configs(args.gammas, args.w1_gammas, args.intervals,
-                                   args.guard_bounds, args.guard_sentinels):
+                                   args.guard_bounds, args.guard_sentinels) + tuned_row(args):
             if args.configs and name not in args.configs:
                 continue
             requests = run_row(llm, name, extra, gen, prompts, problems, args.concurrency,
@@ -310,13 +320,12 @@ def main() -> None:
               f"--resume to finish them)", file=sys.stderr)
     rows.sort(key=lambda r: r["gen_length"])  # stable: configs() order within a length
     add_comparisons(rows)
-    threads = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
+    threads = describe_threads()
     dates = sorted({d for r in rows for d in r["dates"]})
     write_report(args.out + ".md", f"Cache policies on `{args.model}`",
                  f"{args.n} held-out problems ({args.task} task), greedy, requests "
-                 f"{args.concurrency} at a time, fp32. Model threads: VLLM_CPU_OMP_THREADS_BIND="
-                 f"{threads} ('auto' binds the worker to one core on this 2-core machine, the "
-                 f"other reserved). Requests measured on {', '.join(dates) or '-'} (per-request "
+                 f"{args.concurrency} at a time, fp32. Model threads: {threads}."
+                 f" Requests measured on {', '.join(dates) or '-'} (per-request "
                  f"log: `{log_path}`)."
                  + (f" Unfinished rows, not shown: {', '.join(unfinished)}." if unfinished
                     else ""), table(rows))
