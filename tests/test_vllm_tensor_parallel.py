@@ -1,6 +1,6 @@
 """Tensor parallel (2 ranks, one core each) over vLLM's mp and Ray executors: tokens equal the
-single-rank engine's, including Elastic-Cache's data-dependent refresh decisions (drift
-statistics are summed over ranks; a rank deciding differently would hang the next collective
+single-rank engine's, including Elastic-Cache's data-dependent refresh decisions and the staleness
+guard's (drift statistics are summed over ranks, staleness averaged; a rank deciding differently would hang the next collective
 or change the tokens, and the timeout or the comparison catches it)."""
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ CASES = [
     dict(gen_length=32, schedule="window", window_length=8, threshold=0.3,
          cache_policy="elastic", gamma=0.99, track_num=2, drift_min_weight=1e-6),
     dict(gen_length=32, block_length=8, cache_policy="dual"),
+    dict(gen_length=32, schedule="window", window_length=8, threshold=None,
+         cache_policy="elastic", gamma=0.0, guard=True, guard_bound=0.4, guard_sentinels=4),
 ]
 
 

@@ -99,3 +99,20 @@ def merge_image_features(features: torch.Tensor, image_size: tuple[int, int],
     column = newline[:, None, None].expand(-1, grid.shape[1], 1).to(grid.dtype)
     grid = torch.cat([grid, column], dim=-1).flatten(1, 2).transpose(0, 1)
     return torch.cat([features[0], grid], dim=0)
+
+
+def max_image_tokens(config: LlavaLLaDAConfig) -> int:
+    """An upper bound of num_image_tokens over all image sizes (vLLM sizes its encoder budget
+    by it): the shrink leaves at most 1.1**2 * N tiles' worth of features, and a map has at
+    most the tallest grid's rows; without anyres_max the largest grid, whole."""
+    p = config.patches_per_side()
+    if not config.image_aspect_ratio or not config.image_aspect_ratio.startswith("anyres"):
+        return p * p
+    tile = config.tile_size()
+    rows = max(h for _, h in config.grid_pinpoints()) // tile * p
+    limit = max_tiles(config)
+    if limit is None:
+        area = max(w * h for w, h in config.grid_pinpoints()) // tile ** 2 * p * p
+    else:
+        area = int(1.21 * limit * p * p)
+    return p * p + area + rows

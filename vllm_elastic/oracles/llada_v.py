@@ -24,6 +24,7 @@ from torch import nn
 from vllm_elastic.models.llada_v_config import IMAGE_TOKEN_INDEX, LlavaLLaDAConfig
 from vllm_elastic.models.llada_v_grid import merge_image_features
 from vllm_elastic.models.llada_v_image import preprocess_images
+from vllm_elastic.models.llada_v_prompt import split_at_images
 from vllm_elastic.models.llama_names import (IMAGE_NEWLINE, PROJECTOR_PREFIX,
                                              VISION_TOWER_PREFIX, llama_name, olmo_name)
 from vllm_elastic.oracles.llada import ReferenceLLaDA, load_safetensors_dir
@@ -136,16 +137,10 @@ def our_name(official: str) -> str:
 
 def tokenize_with_images(tokenizer, prompt: str) -> list[int]:
     """The official tokenizer_image_token: each text chunk between "<image>" marks tokenized
-    on its own, the sentinel IMAGE_TOKEN_INDEX between them (LLaDA has no image token).
-    Kept as it is, LLaVA's rule included: when the first chunk starts with BOS, the first
-    token of every chunk is dropped (it expects a tokenizer that prepends BOS to each chunk;
-    LLaDA's does not, so the token after each image, the "\n" of "<image>\n", is lost)."""
-    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
-    offset = 1 if chunks[0] and chunks[0][0] == tokenizer.bos_token_id else 0
-    ids = list(chunks[0][:offset])
-    for i, chunk in enumerate(chunks):
-        ids += ([IMAGE_TOKEN_INDEX] if i else []) + list(chunk[offset:])
-    return ids
+    on its own, the sentinel IMAGE_TOKEN_INDEX between them (models/llada_v_prompt.py: LLaVA's
+    rule included, so the token after each image is lost)."""
+    return split_at_images(lambda chunk: tokenizer(chunk).input_ids, prompt,
+                           tokenizer.bos_token_id, IMAGE_TOKEN_INDEX)
 
 
 # The official `llava_llada` conversation's system message, always sent.

@@ -58,8 +58,8 @@ APPLIES_TO = {
     "guard_sentinels": ("guard", (True,)),
 }
 # The staleness guard's defaults (chosen on the long model: docs/BENCHMARKS.md).
-GUARD_BOUND = 0.05
-GUARD_SENTINELS = 8
+GUARD_BOUND = 0.2
+GUARD_SENTINELS = 64
 # Where the engine core puts a request's resolved parameters for the worker (not a user key).
 RESOLVED_KEY = "_vllm_elastic_resolved"
 

@@ -2,9 +2,8 @@
 
 `full` (full recompute) is the reference every other is compared with; the rest span the
 accuracy/speed range: Fast-dLLM's dual cache, Elastic-Cache at the authors' gamma and above,
-with a full step every N steps, and with the staleness guard at several bounds (a stale
-layer refreshes from layer 0: `refresh_layers` "all", the guard's best mode on our long
-model). `--grid quick`
+with a full step every N steps, and with the staleness guard (its default 64 sentinels) at
+several bounds, once refreshing from layer 0 (`refresh_layers` "all"). `--grid quick`
 is a small grid for a smoke run; a JSON file of {"name": {...}} replaces the grid.
 """
 
@@ -21,8 +20,8 @@ GRIDS = {
         "dual": {"cache_policy": "dual"},
         **{f"elastic/{g}": dict(_ELASTIC, gamma=g) for g in (0.9, 0.95, 0.97, 0.99)},
         **{f"elastic-every{n}": dict(_ELASTIC, refresh_interval=n) for n in (2, 3, 4, 6)},
-        **{f"guard/{b}": dict(_ELASTIC, guard=True, guard_bound=b, refresh_layers="all")
-           for b in (0.1, 0.12, 0.15, 0.2)},
+        **{f"guard/{b}": dict(_ELASTIC, guard=True, guard_bound=b) for b in (0.12, 0.15, 0.2)},
+        "guard-all/0.12": dict(_ELASTIC, guard=True, guard_bound=0.12, refresh_layers="all"),
     },
     "quick": {
         REFERENCE: {"cache_policy": "none"},
