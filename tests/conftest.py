@@ -39,6 +39,27 @@ def tokenizer(tiny_model):
 
 
 @pytest.fixture(scope="session")
+def llada_v_model(tmp_path_factory) -> str:
+    from helpers import make_llada_v_checkpoint
+
+    return make_llada_v_checkpoint(str(tmp_path_factory.mktemp("tiny-llada-v-engine")))
+
+
+@pytest.fixture(scope="session")
+def llada_v_reference(llada_v_model):
+    from vllm_elastic.oracles.llada_v import ReferenceLLaDAV
+
+    return ReferenceLLaDAV.from_pretrained(llada_v_model)
+
+
+@pytest.fixture(scope="session")
+def llada_v_tokenizer(llada_v_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(llada_v_model)
+
+
+@pytest.fixture(scope="session")
 def llm(tiny_model):
     """One vllm.LLM engine with the plugin, shared by every test module that needs one."""
     from vllm import LLM

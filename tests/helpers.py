@@ -75,6 +75,60 @@ def make_llada_v_checkpoint(path: str, init_scale: float = 4.0, eot_boost: float
     return path
 
 
+# LLaDA-V test images (width, height): anyres grids 2x2, 1x1, 1x3 (tall), 3x1 (wide), 1x1 (tiny)
+LLADA_V_SIZES = [(100, 70), (56, 56), (40, 130), (230, 60), (9, 12)]
+LLADA_V_BLOCKS = dict(gen_length=24, block_length=8, steps=12)
+
+
+def picture(width: int, height: int, seed: int = 0):
+    """A random RGB PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def data_url(image) -> str:
+    """A PIL image as a base64 PNG data URL (an OpenAI chat image_url)."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def llada_v_request(tokenizer, question: str, images: list) -> dict:
+    """A vLLM prompt dict: the official chat prompt, and its images as multi_modal_data."""
+    from vllm_elastic.oracles.llada_v import chat_prompt
+
+    request = {"prompt": chat_prompt(tokenizer, question, len(images))}
+    if images:
+        request["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
+    return request
+
+
+def llada_v_expected(reference, tokenizer, question: str, images: list, case: dict
+                     ) -> list[int]:
+    """The LLaDA-V oracle's answer: official tokenization, splice, generate_with_embeds."""
+    from vllm_elastic.oracles.llada_v import chat_prompt, tokenize_with_images
+    from vllm_elastic.oracles.llada_v_generate import generate_with_embeds
+
+    ids = tokenize_with_images(tokenizer, chat_prompt(tokenizer, question, len(images)))
+    embeds = reference.prompt_embeds(ids, images or None)
+    return generate_with_embeds(reference, embeds, DiffusionParams(**case))
+
+
+def llada_v_answer(output, eot_id: int) -> list[int]:
+    """vLLM's answer ids without the <|eot_id|> it stopped at (the official answer ends
+    before it)."""
+    ids = list(output.outputs[0].token_ids)
+    if output.outputs[0].finish_reason == "stop" and ids and ids[-1] == eot_id:
+        ids = ids[:-1]
+    return ids
+
+
 SERVE_MAX_MODEL_LEN = 128
 SERVE_DIFFUSION = {"gen_length": 32, "block_length": 8}  # the shared server's defaults
 

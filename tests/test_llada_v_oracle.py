@@ -8,12 +8,10 @@ import copy
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from helpers import make_llada_v_checkpoint
+from helpers import make_llada_v_checkpoint, picture
 from vllm_elastic.models.llada_v_config import IMAGE_TOKEN_INDEX, LlavaLLaDAConfig
 from vllm_elastic.models.llada_v_grid import grid_shape, merge_image_features, num_image_tokens
 from vllm_elastic.models.llada_v_image import image_tiles, preprocess_tile
@@ -23,11 +21,6 @@ from vllm_elastic.oracles.llada_v import ReferenceLLaDAV, chat_prompt, tokenize_
 from vllm_elastic.oracles.llada_v_generate import generate_with_embeds, update_stop
 from vllm_elastic.params import DiffusionParams
 from vllm_elastic.tools.llada_v_checkpoint import EOT_ID
-
-
-def picture(width: int, height: int, seed: int = 0) -> Image.Image:
-    pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +223,22 @@ def test_stop_scan_follows_the_official_order():
     assert update_stop(tokens, [[4], [7, 9]], None) == 1
     assert update_stop(tokens, [[5]], 3) == 0  # a stop only moves earlier
     assert update_stop(tokens, [[9]], 1) == 1
+
+
+def test_llama_named_llada_loads_through_the_llada_loader(tmp_path):
+    """LLaDA-8B-Instruct-HF (the rename LLaDA-V was trained from): Llama field names read by
+    our LLaDA config, Llama weight names mapped onto the same parameters."""
+    from helpers import make_checkpoint
+    from vllm_elastic.models.llada import map_any_checkpoint_name, map_checkpoint_name
+    from vllm_elastic.models.llada_config import LLaDAConfig
+    from vllm_elastic.models.llama_names import llama_name
+
+    names = list(load_safetensors_dir(make_checkpoint(str(tmp_path / "llada"))))
+    for name in names:
+        assert map_any_checkpoint_name(llama_name(name)) == map_checkpoint_name(name), name
+        assert map_any_checkpoint_name(name) == map_checkpoint_name(name)
+    config = LLaDAConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=96,
+                         max_position_embeddings=512)
+    assert (config.d_model, config.n_layers, config.n_heads, config.n_kv_heads,
+            config.mlp_hidden_size, config.max_sequence_length) == (64, 3, 2, 1, 96, 512)

@@ -92,3 +92,36 @@ def run_texts(llm, tok, texts, case):
                         SamplingParams(temperature=0.0, max_tokens=32, extra_args=case),
                         use_tqdm=False)
     return [list(o.outputs[0].token_ids) for o in outs]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", ["mp", "ray"])
+def test_llada_v_tp2_equals_the_oracle(backend, llada_v_model, llada_v_reference,
+                                       llada_v_tokenizer, monkeypatch):
+    """LLaDA-V over 2 ranks: the vision tower's attention and MLP are sharded too, and the
+    image features every rank splices in must be the oracle's."""
+    from vllm import LLM
+
+    from helpers import (LLADA_V_BLOCKS, LLADA_V_SIZES, llada_v_answer, llada_v_expected,
+                         llada_v_request, picture, sampling)
+
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one core per rank
+    jobs = [("What is in the image?", [picture(*LLADA_V_SIZES[0])], LLADA_V_BLOCKS),
+            ("Compare them.", [picture(*LLADA_V_SIZES[2]), picture(*LLADA_V_SIZES[3])],
+             dict(LLADA_V_BLOCKS, temperature=0.8, seed=6)),
+            ("What is in the image?", [picture(*LLADA_V_SIZES[3], seed=1)],
+             dict(LLADA_V_BLOCKS, cache_policy="dual", refresh_interval=1))]
+    tp = LLM(model=llada_v_model, dtype="float32", max_model_len=512, seed=0,
+             tensor_parallel_size=2, distributed_executor_backend=backend)
+    try:
+        outs = tp.generate([llada_v_request(llada_v_tokenizer, q, ims) for q, ims, _ in jobs],
+                           [sampling(c) for _, _, c in jobs], use_tqdm=False)
+    finally:
+        del tp
+        gc.collect()
+    for (question, images, case), out in zip(jobs, outs):
+        oracle_case = {k: v for k, v in case.items()
+                       if k not in ("cache_policy", "refresh_interval")}
+        want = llada_v_expected(llada_v_reference, llada_v_tokenizer, question, images,
+                                oracle_case)
+        assert llada_v_answer(out, llada_v_reference.config.eot_token_id) == want, case

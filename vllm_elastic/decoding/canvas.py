@@ -18,20 +18,47 @@ It then *releases* the newly final tokens that extend the contiguous committed p
 answer: those are what vLLM's scheduler receives as this step's sampled tokens, so stock vLLM
 streams them, stops at EOS or max_tokens, and frees the request. Committed tokens are never
 remasked, so a released token is final. Definitions we add to LLaDA's are in `oracles/llada.py`.
+
+A model family may restrict what is sampled (`TokenRules`): LLaDA-V's official decoding forces
+some ids to -inf at masked positions, never produces ids beyond its tokenizer, and stops at
+`<|eot_id|>` (`stop_at_eos`: from the first EOS on, only masks before it are decoded, and the
+`blocks` schedule ends when none are left, as LLaDA-V's `generate_with_embeds` does).
 """
 
 from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from vllm_elastic.decoding.schedules import SCHEDULES
 from vllm_elastic.params import DiffusionParams
 
 
+@dataclass(frozen=True)
+class TokenRules:
+    """What a model family's decoding may sample (defaults: everything, LLaDA's and Dream's)."""
+
+    banned_ids: tuple[int, ...] = ()  # forced to -inf in every logit row
+    vocab_limit: int | None = None  # ids at or above it are forced to -inf
+    stop_at_eos: bool = False  # the first EOS ends decoding of the positions after it
+
+    def restrict(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.banned_ids and self.vocab_limit is None:
+            return logits
+        logits = logits.clone()
+        logits[:, list(self.banned_ids)] = float("-inf")
+        if self.vocab_limit is not None:
+            logits[:, self.vocab_limit:] = float("-inf")
+        return logits
+
+
 class Canvas:
     def __init__(self, prompt_ids: list[int], params: DiffusionParams, mask_id: int,
-                 eos_id: int | None = None, logit_shift: int = 0) -> None:
+                 eos_id: int | None = None, logit_shift: int = 0,
+                 rules: TokenRules = TokenRules()) -> None:
         self.params = params
+        self.rules = rules
         self.logit_shift = logit_shift  # 1 for Dream: position q is predicted by row q - 1
         self.mask_id, self.eos_id = mask_id, eos_id
         self.prompt_len = len(prompt_ids)
@@ -76,7 +103,7 @@ class Canvas:
         """Commit tokens from the logits of `logit_rows()` (one row per commit position);
         return the tokens released this step (possibly none)."""
         positions = self.commit_positions()
-        chosen, x0 = self.schedule.decide(self, positions, logits)
+        chosen, x0 = self.schedule.decide(self, positions, self.rules.restrict(logits))
         self.tokens[positions[chosen]] = x0[chosen]
         self.last_committed = positions[chosen].sort().values
         self.num_steps += 1

@@ -2,7 +2,8 @@
 
 * `blocks` (LLaDA): the current block's masked positions, the even top-k split of `steps`, or
   with `threshold` every position whose confidence exceeds it (at least the most confident:
-  Fast-dLLM parallel decoding);
+  Fast-dLLM parallel decoding); under a model's `stop_at_eos` (LLaDA-V) only the masks before
+  the first EOS, and the request ends when none are left;
 * `window` (Elastic-Cache): the `window_length` leftmost masked positions;
 * `dream` (Dream's diffusion_generate): every masked position, counts from its timesteps.
 
@@ -33,7 +34,10 @@ class BlocksSchedule:
         self.plan = transfer_schedule(params.block_length, params.steps_per_block)
 
     def finished(self, canvas: "Canvas") -> bool:
-        return self.block >= self.params.num_blocks
+        if self.block >= self.params.num_blocks:
+            return True
+        # Stopping at EOS (LLaDA-V): no masks left before it ends the request's decoding.
+        return canvas.rules.stop_at_eos and canvas.masked_positions().numel() == 0
 
     def block_start(self, canvas: "Canvas") -> int:
         return canvas.prompt_len + self.block * self.params.block_length
@@ -48,6 +52,7 @@ class BlocksSchedule:
     def decide(self, canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         confidence, order, x0 = _scored(canvas, positions, logits)
+        order = order[torch.isfinite(confidence[order])]  # candidates only (the stop cuts)
         if self.params.threshold is not None:
             above = confidence[order[1:]] > self.params.threshold
             return torch.cat([order[:1], order[1:][above]]), x0
@@ -55,7 +60,10 @@ class BlocksSchedule:
 
     def after_commit(self, canvas: "Canvas", positions: torch.Tensor) -> None:
         self.step_in_block += 1
-        if not bool((canvas.tokens[positions] == canvas.mask_id).any()):
+        if canvas.rules.stop_at_eos:
+            _stop_at_first_eos(canvas)
+        if not bool(((canvas.tokens[positions] == canvas.mask_id)
+                     & (positions < canvas.limit)).any()):
             self.block += 1
             self.step_in_block = 0
 
@@ -103,11 +111,20 @@ class WindowSchedule:
             canvas.limit = canvas.prompt_len + int(eos[0]) + 1
 
 
+def _stop_at_first_eos(canvas: "Canvas") -> None:
+    """LLaDA-V's stop: masks at or after the answer's first EOS are no longer decoded (the
+    first EOS only moves earlier as tokens are committed)."""
+    eos = (canvas.tokens[canvas.prompt_len:] == canvas.eos_id).nonzero()
+    if eos.numel():
+        canvas.limit = min(canvas.limit, canvas.prompt_len + int(eos[0]))
+
+
 def _scored(canvas: "Canvas", positions: torch.Tensor, logits: torch.Tensor):
-    """LLaDA's sampling for the positions' logits: (confidence with committed positions at
-    -inf, positions by descending confidence (ties: lower first), x0)."""
+    """LLaDA's sampling for the positions' logits: (confidence with committed positions and
+    positions past the canvas's limit at -inf, positions by descending confidence (ties:
+    lower first), x0)."""
     x0, confidence = sample_and_score(logits, canvas.params, canvas.mask_id, canvas.generator)
-    masked = canvas.tokens[positions] == canvas.mask_id
+    masked = (canvas.tokens[positions] == canvas.mask_id) & (positions < canvas.limit)
     confidence = confidence.masked_fill(~masked, float("-inf"))
     return confidence, torch.sort(confidence, descending=True, stable=True).indices, x0
 

@@ -28,7 +28,9 @@ class DiffusionScheduler(Scheduler):
     def __init__(self, vllm_config, *args, **kwargs) -> None:
         super().__init__(vllm_config, *args, **kwargs)
         self.defaults = server_defaults(vllm_config.additional_config)
-        self.mask_id = vllm_config.model_config.hf_config.mask_token_id
+        hf = vllm_config.model_config.hf_config
+        self.mask_id = hf.mask_token_id
+        self.stop_id = getattr(hf, "eot_token_id", None)  # a model that stops at end-of-turn
         # The number of MASK ids appended to each request: where its answer starts.
         self.gen_lengths: dict[str, int] = {}
         self.accounting: dict[str, dict] = {}
@@ -50,6 +52,9 @@ class DiffusionScheduler(Scheduler):
             params = dataclasses.replace(params, seed=sp.seed)
         # Resolved once, here; the workers read this record and nothing else.
         sp.extra_args = {**(sp.extra_args or {}), RESOLVED_KEY: dataclasses.asdict(params)}
+        if self.stop_id is not None and self.stop_id not in (sp.stop_token_ids or ()):
+            # LLaDA-V's decoding ends at <|eot_id|> (the answer is what comes before it).
+            sp.stop_token_ids = [*(sp.stop_token_ids or ()), self.stop_id]
         canvas = list(request.prompt_token_ids) + [self.mask_id] * params.gen_length
         request.prompt_token_ids = canvas  # a new list: the frontend's copy stays the prompt
         request._all_token_ids = list(canvas)
@@ -63,6 +68,14 @@ class DiffusionScheduler(Scheduler):
         for request in self.running:
             request.num_computed_tokens = 0
         return super().schedule(*args, **kwargs)
+
+    def _try_schedule_encoder_inputs(self, request: Request, num_computed_tokens: int,
+                                     num_new_tokens: int, encoder_compute_budget: int,
+                                     shift_computed_tokens: int = 0):
+        # The worker encodes a request's images itself, once, at admission, and keeps them for
+        # every step (a refresh recomputes image positions long after vLLM would have freed
+        # their encoder outputs): nothing for vLLM's encoder cache to schedule.
+        return [], num_new_tokens, encoder_compute_budget, [], []
 
     def _update_request_with_output(self, request: Request, new_token_ids: list[int],
                                     is_stale: bool = False) -> tuple[list[int], bool]:

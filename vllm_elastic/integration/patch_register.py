@@ -105,6 +105,23 @@ REGISTER: tuple[Bend, ...] = (
          "stock code appends sampled tokens and checks max_model_len on the growing sequence; "
          "ours writes them into the canvas and stops only at EOS, stop ids or max_tokens",
          "a scheduler hook for how a step's output updates a request"),
+    Bend("images encoded by the worker", "private override",
+         (f"{SCHED}._try_schedule_encoder_inputs",),
+         "engine/scheduler.py: DiffusionScheduler._try_schedule_encoder_inputs",
+         "stock code encodes a request's images when their prompt positions are first computed "
+         "and frees them after; a canvas recomputes its prompt positions at every refresh, so "
+         "the worker encodes a request's images once, at admission, and keeps them until the "
+         "request ends (engine/runner.py), and the scheduler schedules no encoder work",
+         "an encoder-output lifetime of 'until the request finishes' in vLLM's encoder cache"),
+    Bend("LLaDA-V's chunked prompt tokenization", "private override",
+         ("vllm.multimodal.processing.processor:BaseMultiModalProcessor._apply_prompt_updates",
+          "vllm.multimodal.processing.processor:BaseMultiModalProcessor._call_hf_processor"),
+         "models/llada_v_processor.py: LLaDAVProcessor",
+         "vLLM's renderer tokenizes the whole prompt, but LLaDA-V's official code tokenizes the "
+         "text between <image> marks chunk by chunk (and drops the token after each image); "
+         "the prompt is re-tokenized that way where vLLM places the image tokens, and the "
+         "pixels come from our preprocessing (LLaDA-V ships no HF processor class)",
+         "a processor hook that receives the prompt text, and a processor-less model path"),
     Bend("accounting in the finished output", "private override",
          (f"{SCHED}._free_request",),
          "engine/scheduler.py: DiffusionScheduler._free_request",

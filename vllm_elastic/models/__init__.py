@@ -3,4 +3,5 @@ of stack.py) and their checkpoints' config classes (llada_config.py, dream_confi
 
 # Architecture named in a checkpoint's config.json -> our vLLM model class (loaded lazily).
 ARCHITECTURES = {"LLaDAModelLM": "vllm_elastic.models.llada:LLaDAModelLM",
-                 "DreamModel": "vllm_elastic.models.dream:DreamModel"}
+                 "DreamModel": "vllm_elastic.models.dream:DreamModel",
+                 "LlavaLLaDAModelLM": "vllm_elastic.models.llada_v:LlavaLLaDAModelLM"}

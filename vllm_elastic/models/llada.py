@@ -3,7 +3,8 @@
 Same math as `vllm_elastic.oracles.llada.ReferenceLLaDA` (pre-norm Llama blocks, neox RoPE, SwiGLU,
 RMSNorm) but built from vLLM's tensor-parallel layers so `--tensor-parallel-size N` shards
 heads and MLP, and attention reads/writes the paged KV cache through `DiffusionAttention`.
-`load_weights` takes the official checkpoint names (`model.transformer.blocks.{i}.q_proj`, ...).
+`load_weights` takes the official checkpoint names (`model.transformer.blocks.{i}.q_proj`, ...)
+and those of the Llama-named rename (`model.layers.{i}.self_attn.q_proj`, ...).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.kernels.attention import DiffusionAttention
+from vllm_elastic.models.llama_names import olmo_name
 from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
 from vllm_elastic.models.weights import load_mapped_weights
 
@@ -83,9 +85,10 @@ class LLaDAModel(nn.Module):
         )
         self.ln_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = run_layers(self.blocks, self.wte(input_ids), positions,
-                       lambda block: block.attention.attn)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        x = run_layers(self.blocks, x, positions, lambda block: block.attention.attn)
         return self.ln_f(x)
 
 
@@ -120,6 +123,11 @@ def map_checkpoint_name(name: str) -> tuple[str | None, str | int | None]:
     return fixed.get(name), None
 
 
+def map_any_checkpoint_name(name: str) -> tuple[str | None, str | int | None]:
+    """`map_checkpoint_name` for the official names or the Llama-named rename's."""
+    return map_checkpoint_name(olmo_name(name) or name)
+
+
 class LLaDAModelLM(nn.Module):
     """The architecture named in LLaDA checkpoints' config.json."""
 
@@ -139,11 +147,13 @@ class LLaDAModelLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 intermediate_tensors=None, inputs_embeds=None) -> torch.Tensor:
-        return self.model(input_ids, positions)
+        return self.model(input_ids, positions, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits on every TP rank (vLLM all-gathers them on CPU)."""
         return self.logits_processor(self.lm_head, hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        return load_mapped_weights(self, weights, map_checkpoint_name)
+        # Official OLMo-style names, or the Llama-named rename (LLaDA-8B-Instruct-HF, what
+        # LLaDA-V was trained from): the same tensors under other names.
+        return load_mapped_weights(self, weights, map_any_checkpoint_name)
