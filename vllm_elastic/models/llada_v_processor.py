@@ -63,8 +63,7 @@ class LLaDAVDummyInputs(BaseDummyInputsBuilder[LLaDAVProcessingInfo]):
 
 class LLaDAVProcessor(BaseMultiModalProcessor[LLaDAVProcessingInfo]):
     def apply(self, inputs, timing_ctx):
-        count = len(inputs.mm_data_items.get("image", [])) if "image" in inputs.mm_data_items \
-            else 0
+        count = inputs.mm_data_items.get_all_counts().get("image", 0)
         layout = image_mode(self.info.get_hf_config(), max(count, 1))
         kwargs = {**inputs.hf_processor_mm_kwargs, LAYOUT_KWARG: layout}
         return super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs=kwargs),
