@@ -109,7 +109,7 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
         self.token_rows()[slots, self.page.h_cols] = hidden
 
     def read_hidden(self, slots: torch.Tensor) -> torch.Tensor:
-        return self.token_rows()[slots, self.page.h_cols]
+        return self.page.gather(self.token_rows(), slots, self.page.h_cols)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch = get_forward_context().attn_metadata

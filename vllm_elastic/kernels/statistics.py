@@ -53,6 +53,15 @@ class ProbeBatch:
         if self.query_slots is None:
             self.query_slots = (torch.cat([self.window_slots, self.tracked_slots], dim=1)
                                 if self.tests_drift else self.window_slots)
+        # Known on the host at construction: whether any key or window row is padding (one
+        # request never has any), so the masking ops are skipped when nothing is masked.
+        self.keys_padded = not bool(self.key_valid.all())
+        self.window_padded = not bool(self.window_valid.all())
+
+    @property
+    def key_mask(self) -> torch.Tensor | None:
+        """key_valid where some key is padding, else None (nothing to mask)."""
+        return self.key_valid if self.keys_padded else None
 
     def to(self, device: torch.device) -> "ProbeBatch":
         """The index and mask tensors on the pages' device (no-op on CPU)."""
@@ -85,10 +94,10 @@ def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Ten
     return out, valid
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor,
+def attention_probs(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor | None,
                     page: PageLayout) -> torch.Tensor:
     """Attention weights [P, heads, n, L] of queries q [P, n, heads*D] over keys
-    k [P, L, kv_heads*D], padded keys weighted 0. In the pages' dtype (the model's), as the
+    k [P, L, kv_heads*D], padded keys (key_valid False; None: none) weighted 0. In the pages' dtype (the model's), as the
     Elastic-Cache authors compute their statistic."""
     p, n, length = q.shape[0], q.shape[1], k.shape[1]
     h, hk, d = page.num_heads, page.num_kv_heads, page.head_dim
@@ -97,7 +106,8 @@ def attention_probs(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor,
     if hk != h:
         kh = kh.repeat_interleave(h // hk, dim=1)
     scores = qh @ kh.transpose(2, 3) * d ** -0.5
-    scores.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
+    if key_valid is not None:  # None: no padded keys (one request, or equal canvases)
+        scores.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
@@ -107,8 +117,9 @@ def drift_rows_before(pages: torch.Tensor, probes: ProbeBatch, page: PageLayout
     (computed now, so nothing needs copying); None when no request of the layer tests."""
     if not probes.tests_drift:
         return None
-    return attention_probs(pages[probes.tracked_slots, page.q_cols],
-                           pages[probes.key_slots, page.k_cols], probes.key_valid, page)
+    return attention_probs(page.gather(pages, probes.tracked_slots, page.q_cols),
+                           page.gather(pages, probes.key_slots, page.k_cols), probes.key_mask,
+                           page)
 
 
 def layer_statistics(pages: torch.Tensor, probes: ProbeBatch, page: PageLayout,
@@ -118,11 +129,13 @@ def layer_statistics(pages: torch.Tensor, probes: ProbeBatch, page: PageLayout,
     """(drift similarity per probed request, None where it runs no test; window attention
     mass [P, L] per key). One all-reduce and one host read."""
     reduce = reduce or tp_sum
-    keys = pages[probes.key_slots, page.k_cols]
-    probs = attention_probs(pages[probes.query_slots, page.q_cols], keys, probes.key_valid,
-                            page)
+    keys = page.gather(pages, probes.key_slots, page.k_cols)
+    probs = attention_probs(page.gather(pages, probes.query_slots, page.q_cols), keys,
+                            probes.key_mask, page)
     w = probes.window_slots.shape[1]
-    window = probs[:, :, :w] * probes.window_valid[:, None, :, None]
+    window = probs[:, :, :w]
+    if probes.window_padded:
+        window = window * probes.window_valid[:, None, :, None]
     mass = window.sum(dim=(1, 2))  # [P, L]
     if before is None:
         return [None] * len(probes.requests), reduce(mass)

@@ -133,7 +133,7 @@ def torch_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: VarlenL
     dev = q.device
     for g in layout.groups:
         n = g.members.numel()
-        kv = pages[g.key_slots.to(dev), page.kv_cols]  # one gather: [n, max_k, 2 * kv_size]
+        kv = page.gather(pages, g.key_slots.to(dev), page.kv_cols)  # [n, max_k, 2 * kv_size]
         keys = kv[..., : page.kv_size].reshape(n, g.max_keys, hk, d).transpose(1, 2)
         values = kv[..., page.kv_size:].reshape(n, g.max_keys, hk, d).transpose(1, 2)
         if hk != h:
@@ -189,7 +189,7 @@ def xformers_varlen_attention(q: torch.Tensor, pages: torch.Tensor, layout: Varl
     from xformers.ops import fmha
 
     h, hk, d = page.num_heads, page.num_kv_heads, page.head_dim
-    kv = pages[layout.key_slots.to(q.device), page.kv_cols]
+    kv = page.gather(pages, layout.key_slots.to(q.device), page.kv_cols)
     keys, values = kv[:, : page.kv_size].view(-1, hk, d), kv[:, page.kv_size:].view(-1, hk, d)
     if hk != h:
         keys = keys.repeat_interleave(h // hk, dim=1)
