@@ -15,6 +15,9 @@ Rows (the issue's benchmark plan), each at every gen length:
   elastic-floor/g   (beyond the paper) the drift mean leaves out keys whose attention
                 weights are below 1e-6 in both rows (`drift_min_weight`)
   elastic-everyN/0.9   (beyond the paper) also a full step every N steps (`refresh_interval`)
+  elastic-bandB/0.9, elastic-bandB-everyN/0.9, guard-bandB/b   (beyond the paper) the same
+                with `refresh_band` B: the window's span widened by B on each side
+                recomputed every step
   guard/b       (beyond the paper) elastic at gamma 0.9 with the staleness guard at
                 guard_bound b (`guard`, default sentinels); guard-sS/b with S sentinels;
                 guard-all/b: a stale layer reruns with every layer before it
@@ -54,10 +57,11 @@ FLOOR = 1e-6  # drift_min_weight of the elastic-floor rows
 INTERVALS = (2, 3, 4, 6, 8)  # refresh_interval of the elastic-everyN rows
 GUARD_BOUNDS = ()  # guard_bound of the guard/b rows
 GUARD_SENTINELS = ()  # guard_sentinels of extra guard-sS/b rows (besides the default)
+BANDS = ()  # refresh_band of the elastic-bandB rows (with every interval, and the guard)
 
 
 def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS, guard_bounds=GUARD_BOUNDS,
-            guard_sentinels=GUARD_SENTINELS) -> list[tuple[str, dict]]:
+            guard_sentinels=GUARD_SENTINELS, bands=BANDS) -> list[tuple[str, dict]]:
     rows = [("baseline", {"schedule": "blocks", "block_length": 32, "cache_policy": "none"}),
             ("window/none", dict(WINDOW, cache_policy="none")),
             ("window/prefix", dict(WINDOW, cache_policy="prefix")),
@@ -76,6 +80,13 @@ def configs(gammas=GAMMAS, w1_gammas=(0.9,), intervals=INTERVALS, guard_bounds=G
              for n in guard_sentinels for b in guard_bounds]
     rows += [(f"guard-all/{b}", dict(guarded, guard_bound=b, refresh_layers="all"))
              for b in guard_bounds]
+    for band in bands:
+        banded = dict(WINDOW, cache_policy="elastic", gamma=0.9, refresh_band=band)
+        rows += [(f"elastic-band{band}/0.9", banded)]
+        rows += [(f"elastic-band{band}-every{n}/0.9", dict(banded, refresh_interval=n))
+                 for n in intervals]
+        rows += [(f"guard-band{band}/{b}", dict(guarded, guard_bound=b, refresh_band=band))
+                 for b in guard_bounds]
     one = dict(WINDOW, threshold=None, tokens_per_iter=1)
     rows += [("w1/none", dict(one, cache_policy="none")),
              ("w1/dual", dict(one, cache_policy="dual")),
@@ -267,6 +278,9 @@ def main() -> None:
                     help="guard_bound of the guard/b rows")
     ap.add_argument("--guard-sentinels", type=int, nargs="*", default=list(GUARD_SENTINELS),
                     help="guard_sentinels of guard-sS/b rows, at every --guard-bounds")
+    ap.add_argument("--bands", type=int, nargs="*", default=list(BANDS),
+                    help="refresh_band of elastic-bandB/0.9 rows (also with every --intervals "
+                         "and every --guard-bounds)")
     ap.add_argument("--tuned", default=None,
                     help="pick.json of `vllm-elastic tune`: adds the row `tuned` with its "
                          "diffusion parameters (its gen_length replaced by each gen length)")
@@ -298,12 +312,14 @@ def main() -> None:
                                     "task": args.task}, args.resume)
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else float("inf")
     max_len = max(len(p) for p in prompts) + max(args.gen_lengths)
+    threads = describe_threads()  # before the engine: the plugin sets its CPU default then
     llm = LLM(model=args.model, dtype="float32", max_model_len=max_len,
               max_num_seqs=max(1, args.concurrency))
     rows, unfinished = [], []
     for gen in args.gen_lengths:
         for name, extra in configs(args.gammas, args.w1_gammas, args.intervals,
-                                   args.guard_bounds, args.guard_sentinels) + tuned_row(args):
+                                   args.guard_bounds, args.guard_sentinels,
+                                   args.bands) + tuned_row(args):
             if args.configs and name not in args.configs:
                 continue
             requests = run_row(llm, name, extra, gen, prompts, problems, args.concurrency,
@@ -320,7 +336,6 @@ def main() -> None:
               f"--resume to finish them)", file=sys.stderr)
     rows.sort(key=lambda r: r["gen_length"])  # stable: configs() order within a length
     add_comparisons(rows)
-    threads = describe_threads()
     dates = sorted({d for r in rows for d in r["dates"]})
     write_report(args.out + ".md", f"Cache policies on `{args.model}`",
                  f"{args.n} held-out problems ({args.task} task), greedy, requests "

@@ -28,8 +28,8 @@ DIFFUSION_FLAGS = {"gen_length": int, "block_length": int, "steps": int, "remask
                    "threshold": float, "schedule": str, "window_length": int,
                    "tokens_per_iter": int, "cache_policy": str, "gamma": float, "track_num": int,
                    "refresh_interval": int, "refresh_layers": str, "drift_min_weight": float,
-                   "guard_bound": float, "guard_sentinels": int, "alg": str,
-                   "alg_temp": float, "eps": float}
+                   "guard_bound": float, "guard_sentinels": int, "refresh_band": int,
+                   "alg": str, "alg_temp": float, "eps": float}
 SWITCHES = ("full_update", "guard")  # true when given, else left to the server's default
 DIFFUSION_KEYS = tuple(DIFFUSION_FLAGS) + SWITCHES
 DEFAULT_MODEL = os.path.join(os.path.dirname(__file__), "models", "llada-tiny-arith")

@@ -153,3 +153,19 @@ def test_guard_trigger_with_refresh_layers_all_restarts_at_layer_0():
     policy.end_step(c)
     policy.begin_step(c)
     assert policy.observe(2, LayerStats(staleness=0.3)) == 0 and policy.in_update_mode(3)
+
+
+def test_refresh_band_adds_the_windows_span_widened_on_each_side():
+    kw = dict(gen_length=16, schedule="window", window_length=4)
+    c = canvas(**kw)
+    e = make_policy(DiffusionParams(**kw, cache_policy="elastic", refresh_band=2), 4)
+    e.begin_step(c)
+    e.end_step(c)
+    c.tokens[4:10] = 9  # answer positions 4..9 decoded
+    c.tokens[11] = 9  # one inside: the window is 10, 12, 13, 14
+    c.last_committed = torch.empty(0, dtype=torch.long)
+    assert e.begin_step(c).tolist() == list(range(8, 17))  # window span 10..14, widened by 2
+    wide = make_policy(DiffusionParams(**kw, cache_policy="elastic", refresh_band=20), 4)
+    wide.begin_step(c)
+    wide.end_step(c)
+    assert wide.begin_step(c).numel() == c.length  # a band covering the canvas: everything

@@ -32,6 +32,8 @@ def test_defaults_are_valid_and_one_token_per_step():
     ({"guard_bound": float("inf")}, "guard_bound"),
     ({"guard_sentinels": 0}, "guard_sentinels"),
     ({"guard_sentinels": 2.5}, "guard_sentinels"),
+    ({"refresh_band": -1}, "refresh_band"),
+    ({"refresh_band": 1.5}, "refresh_band"),
 ])
 def test_bad_values_name_the_parameter(overrides, param):
     with pytest.raises(DiffusionParamError) as e:
@@ -63,6 +65,7 @@ def test_request_overrides_server_defaults_and_coerces_json_numbers():
     ({"refresh_interval": 2}, "refresh_interval", "cache_policy"),
     ({"guard": True}, "guard", "cache_policy"),
     ({"cache_policy": "elastic", "guard_bound": 0.1}, "guard_bound", "guard"),
+    ({"cache_policy": "dual", "refresh_band": 8}, "refresh_band", "cache_policy"),
     ({"cache_policy": "elastic", "guard": False, "guard_sentinels": 4}, "guard_sentinels",
      "guard"),
 ])

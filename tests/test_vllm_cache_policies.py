@@ -33,6 +33,8 @@ EXACT = [
     dict(WINDOW, cache_policy="elastic", gamma=0.0, guard=True, guard_bound=0.0),
     dict(BLOCKS, cache_policy="elastic", guard=True, guard_bound=0.0, guard_sentinels=3,
          temperature=0.7, seed=11),
+    # A band wider than any canvas here (prompt <= 32 + 32 answer): every position, every step.
+    dict(WINDOW, cache_policy="elastic", refresh_band=64),
 ]
 
 

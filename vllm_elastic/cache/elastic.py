@@ -36,6 +36,11 @@ position, from the cached layer inputs) before going on. And (default 0, off)
 scores a key whose weights have norm < 1e-8 in both rows as ~0 however little it moved, which
 on a sharply attending model fails the test at the first layer every step.
 
+Beyond the paper (default 0, off): `refresh_band=B` adds to every partial step's query set the
+window's span widened by B positions on each side: the decoded tokens just left of the window
+and the MASKs just right of it, whose cached K/V the window attends to most and which go stale
+first as the window's neighbourhood is decoded (a band covering the canvas is exact).
+
 Beyond the paper (default off): `guard` adds the staleness guard (guard.py): sentinel
 positions measure how far each layer's cached inputs have moved; the first layer whose
 staleness reaches `guard_bound` reruns over every position and the layers after it update.
@@ -86,7 +91,8 @@ class ElasticCache(CachePolicy):
         self.step += 1
         if self.full_step:
             return torch.arange(canvas.length)
-        query = torch.cat([self.tracked, canvas.last_committed, self.window]).unique()
+        query = torch.cat([self.tracked, canvas.last_committed, self.window,
+                           self._band(canvas.length)]).unique()
         if self.guard is None:
             return query
         sentinels = self.guard.pick(canvas.length, query, self.step)
@@ -94,6 +100,14 @@ class ElasticCache(CachePolicy):
             return query
         self.sentinels = sentinels
         return torch.cat([query, sentinels]).unique()
+
+    def _band(self, length: int) -> torch.Tensor:
+        """Beyond the paper: the window's span widened by `refresh_band` on each side."""
+        band = self.params.refresh_band
+        if band == 0 or self.window.numel() == 0:
+            return self.window[:0]
+        lo, hi = int(self.window.min()), int(self.window.max())
+        return torch.arange(max(lo - band, 0), min(hi + 1 + band, length))
 
     def in_update_mode(self, layer: int) -> bool:
         return self.full_step or (self.trigger is not None and layer > self.trigger)

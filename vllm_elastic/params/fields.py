@@ -33,7 +33,8 @@ SERVER_KEYS = ("page_layout",)
 EXTRA_ARG_KEYS = ("gen_length", "block_length", "steps", "remasking", "threshold", "schedule",
                   "window_length", "tokens_per_iter", "cache_policy", "gamma", "track_num",
                   "refresh_interval", "full_update", "refresh_layers", "drift_min_weight",
-                  "guard", "guard_bound", "guard_sentinels", "alg", "alg_temp", "eps")
+                  "guard", "guard_bound", "guard_sentinels", "refresh_band", "alg", "alg_temp",
+                  "eps")
 # What a request parameter acts on: (the field that must allow it, the values that do). A
 # request that sets one where it has no effect is refused, since it would otherwise run
 # without what it asked for (window_length without schedule 'window' is the classic one).
@@ -54,6 +55,7 @@ APPLIES_TO = {
     "refresh_layers": ("cache_policy", ("elastic",)),
     "drift_min_weight": ("cache_policy", ("elastic",)),
     "guard": ("cache_policy", ("elastic",)),
+    "refresh_band": ("cache_policy", ("elastic",)),
     "guard_bound": ("guard", (True,)),
     "guard_sentinels": ("guard", (True,)),
 }
@@ -117,6 +119,11 @@ class DiffusionParams:
     guard: bool = False
     guard_bound: float = GUARD_BOUND
     guard_sentinels: int = GUARD_SENTINELS
+    # elastic, beyond the paper: each partial step also recomputes the `refresh_band`
+    # positions on each side of the window (and the committed ones inside it), where cached
+    # K/V go stale first as the window's neighbours are decoded. 0 = off; a band covering the
+    # canvas recomputes every position every step (exact).
+    refresh_band: int = 0
 
     @property
     def num_steps(self) -> int:
@@ -175,6 +182,7 @@ class DiffusionParams:
             raise DiffusionParamError("guard_bound", f"guard_bound must be a finite number "
                                                      f">= 0, got {self.guard_bound!r}")
         check_int("guard_sentinels", self.guard_sentinels, minimum=1)
+        check_int("refresh_band", self.refresh_band, minimum=0)
 
     def _validate_dream(self) -> None:
         if self.steps is not None:

@@ -2,8 +2,10 @@
 
 `full` (full recompute) is the reference every other is compared with; the rest span the
 accuracy/speed range: Fast-dLLM's dual cache, Elastic-Cache at the authors' gamma and above,
-with a full step every N steps, and with the staleness guard (its default 64 sentinels) at
-several bounds, once refreshing from layer 0 (`refresh_layers` "all"). `--grid quick`
+with a full step every N steps, with the staleness guard (its default 64 sentinels) at
+several bounds, once refreshing from layer 0 (`refresh_layers` "all"), and with a refresh band
+around the window (`refresh_band`), alone, with a full step every N steps, and under the
+guard. `--grid quick`
 is a small grid for a smoke run; a JSON file of {"name": {...}} replaces the grid.
 """
 
@@ -22,6 +24,10 @@ GRIDS = {
         **{f"elastic-every{n}": dict(_ELASTIC, refresh_interval=n) for n in (2, 3, 4, 6)},
         **{f"guard/{b}": dict(_ELASTIC, guard=True, guard_bound=b) for b in (0.12, 0.15, 0.2)},
         "guard-all/0.12": dict(_ELASTIC, guard=True, guard_bound=0.12, refresh_layers="all"),
+        **{f"band{b}": dict(_ELASTIC, refresh_band=b) for b in (16, 64)},
+        **{f"band{b}-every{n}": dict(_ELASTIC, refresh_band=b, refresh_interval=n)
+           for b, n in ((16, 8), (16, 6), (32, 8), (32, 6))},
+        "guard-band32/0.2": dict(_ELASTIC, guard=True, guard_bound=0.2, refresh_band=32),
     },
     "quick": {
         REFERENCE: {"cache_policy": "none"},
