@@ -5,7 +5,8 @@
 
 For each TP size one engine; for each policy (window + threshold schedule; `none`, `dual`,
 `elastic` at gamma 0.9, `elastic-floor` = elastic with drift_min_weight 1e-6,
-`elastic-every3` = elastic with refresh_interval 3) and each
+`elastic-every3` = elastic with refresh_interval 3, `elastic-band16-every8` = the tune pick:
+refresh_band 16 and refresh_interval 8) and each
 concurrency B, the same held-out prompts run in waves of B requests
 submitted together (each wave's requests share every forward pass). Generated tokens count
 only what the user receives (answer tokens before the first EOS). Writes OUT.md and OUT.json.
@@ -29,7 +30,10 @@ POLICIES = {"none": {"cache_policy": "none"}, "dual": {"cache_policy": "dual"},
             "elastic": {"cache_policy": "elastic", "gamma": 0.9},
             "elastic-floor": {"cache_policy": "elastic", "gamma": 0.9,
                               "drift_min_weight": 1e-6},
-            "elastic-every3": {"cache_policy": "elastic", "gamma": 0.9, "refresh_interval": 3}}
+            "elastic-every3": {"cache_policy": "elastic", "gamma": 0.9, "refresh_interval": 3},
+            # the tune command's pick on the long model (docs/BENCHMARKS.md section 0)
+            "elastic-band16-every8": {"cache_policy": "elastic", "gamma": 0.9,
+                                      "refresh_band": 16, "refresh_interval": 8}}
 
 
 def measure(llm, prompts, extra: dict, batch: int, eos_id: int) -> dict:
@@ -76,6 +80,9 @@ def main() -> None:
     prompts = [chat_prompt_ids(tokenizer, p.question)
                for p in task_data(args.task).test_problem_list(args.requests)]
     max_len = max(len(p) for p in prompts) + args.gen_length
+    from bench_policies import describe_threads
+
+    threads = describe_threads()  # before any engine: the plugin sets its CPU default then
     rows = []
     for tp in args.tp:
         if tp > 1:
@@ -107,8 +114,7 @@ def main() -> None:
     write_report(args.out + ".md", f"Throughput vs concurrency and TP on `{args.model}`",
                  f"{args.requests} held-out prompts ({args.task}), gen_length {args.gen_length}, "
                  f"window {args.window_length} + threshold 0.9, greedy, fp32.", lines,
-                 threads="the model on 1 core at TP=1 (vLLM's default binding), 1 core per "
-                         "rank at TP=2; 2 cores in all")
+                 threads=f"TP=1: {threads}; TP=2: one core per rank")
     with open(args.out + ".json", "w") as f:
         json.dump(rows, f, indent=1)
 
