@@ -27,9 +27,9 @@ some ids to -inf at masked positions, never produces ids beyond its tokenizer, a
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
+
+import torch
 
 from vllm_elastic.decoding.schedules import SCHEDULES
 from vllm_elastic.params import DiffusionParams

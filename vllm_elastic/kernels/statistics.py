@@ -97,8 +97,8 @@ def _pad(rows: list[torch.Tensor], slots: list[torch.Tensor]) -> tuple[torch.Ten
 def attention_probs(q: torch.Tensor, k: torch.Tensor, key_valid: torch.Tensor | None,
                     page: PageLayout) -> torch.Tensor:
     """Attention weights [P, heads, n, L] of queries q [P, n, heads*D] over keys
-    k [P, L, kv_heads*D], padded keys (key_valid False; None: none) weighted 0. In the pages' dtype (the model's), as the
-    Elastic-Cache authors compute their statistic."""
+    k [P, L, kv_heads*D], padded keys (key_valid False; None: none) weighted 0. In the
+    pages' dtype (the model's), as the Elastic-Cache authors compute their statistic."""
     p, n, length = q.shape[0], q.shape[1], k.shape[1]
     h, hk, d = page.num_heads, page.num_kv_heads, page.head_dim
     qh = q.view(p, n, h, d).transpose(1, 2)

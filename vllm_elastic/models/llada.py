@@ -133,14 +133,19 @@ class LLaDAModelLM(nn.Module):
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
         super().__init__()
-        config = vllm_config.model_config.hf_config
-        self.config = config
-        self.model = LLaDAModel(config, vllm_config, prefix="model")
-        self.lm_head = ParallelLMHead(config.embedding_size, config.d_model)
-        if config.weight_tying:
+        self.config = vllm_config.model_config.hf_config
+        lm = self.lm_config(self.config)
+        self.model = LLaDAModel(lm, vllm_config, prefix="model")
+        self.lm_head = ParallelLMHead(lm.embedding_size, lm.d_model)
+        if lm.weight_tying:
             self.lm_head = self.lm_head.tie_weights(self.model.wte)
-        self.logits_processor = LogitsProcessor(config.embedding_size,
-                                                org_vocab_size=config.vocab_size)
+        self.logits_processor = LogitsProcessor(lm.embedding_size, org_vocab_size=lm.vocab_size)
+
+    @staticmethod
+    def lm_config(config):
+        """The LM's config under LLaDA's field names (a family around a LLaDA LM, such as
+        LLaDA-V, translates its own)."""
+        return config
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.wte(input_ids)

@@ -19,19 +19,17 @@ import torch
 from torch import nn
 
 from vllm.config import VllmConfig
-from vllm.model_executor.layers.logits_processor import LogitsProcessor
-from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 from vllm.model_executor.models.interfaces import SupportsMultiModal
 from vllm.model_executor.models.siglip import SiglipVisionModel
 from vllm.multimodal import MULTIMODAL_REGISTRY
 
-from vllm_elastic.models.llada import LLaDAModel, map_checkpoint_name
+from vllm_elastic.models.llada import LLaDAModelLM, map_any_checkpoint_name
 from vllm_elastic.models.llada_v_grid import merge_image_features
 from vllm_elastic.models.llada_v_processor import (LLaDAVDummyInputs, LLaDAVProcessingInfo,
                                                    LLaDAVProcessor)
 from vllm_elastic.models.llada_v_prompt import IMAGE_MARK
 from vllm_elastic.models.llama_names import (IMAGE_NEWLINE, PROJECTOR_PREFIX,
-                                             VISION_TOWER_PREFIX, olmo_name)
+                                             VISION_TOWER_PREFIX)
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -45,8 +43,9 @@ def build_projector(hidden: int, mm_hidden: int, depth: int) -> nn.Sequential:
 
 @MULTIMODAL_REGISTRY.register_processor(LLaDAVProcessor, info=LLaDAVProcessingInfo,
                                         dummy_inputs=LLaDAVDummyInputs)
-class LlavaLLaDAModelLM(nn.Module, SupportsMultiModal):
-    """The architecture named in LLaDA-V checkpoints' config.json."""
+class LlavaLLaDAModelLM(LLaDAModelLM, SupportsMultiModal):
+    """The architecture named in LLaDA-V checkpoints' config.json: LLaDAModelLM's LM (its
+    blocks, head and logits) plus the vision tower, projector and image newline."""
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
@@ -54,16 +53,13 @@ class LlavaLLaDAModelLM(nn.Module, SupportsMultiModal):
             return IMAGE_MARK
         raise ValueError(f"LLaDA-V takes images only, not {modality!r}")
 
+    @staticmethod
+    def lm_config(config):
+        return config.as_llada_config()
+
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = "") -> None:
-        super().__init__()
-        config = vllm_config.model_config.hf_config
-        self.config = config
-        lm = config.as_llada_config()
-        self.model = LLaDAModel(lm, vllm_config, prefix="model")
-        self.lm_head = ParallelLMHead(lm.embedding_size, lm.d_model)
-        if lm.weight_tying:
-            self.lm_head = self.lm_head.tie_weights(self.model.wte)
-        self.logits_processor = LogitsProcessor(lm.embedding_size, org_vocab_size=lm.vocab_size)
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        config = self.config
         tower = config.vision_tower_config()
         # The official loader deletes the released tower's last layer and reads the output of
         # the one before it, before post_layernorm.
@@ -101,14 +97,6 @@ class LlavaLLaDAModelLM(nn.Module, SupportsMultiModal):
             embeds[is_multimodal] = torch.cat(list(multimodal_embeddings)).to(embeds.dtype)
         return embeds
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                intermediate_tensors=None, inputs_embeds=None, **kwargs) -> torch.Tensor:
-        return self.model(input_ids, positions, inputs_embeds)
-
-    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits on every TP rank (vLLM all-gathers them on CPU)."""
-        return self.logits_processor(self.lm_head, hidden_states)
-
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         tower: list[tuple[str, torch.Tensor]] = []
         own = dict(self.named_parameters())
@@ -119,8 +107,7 @@ class LlavaLLaDAModelLM(nn.Module, SupportsMultiModal):
                 return "image_newline", None
             if name.startswith(PROJECTOR_PREFIX):
                 return "mm_projector." + name[len(PROJECTOR_PREFIX):], None
-            official = olmo_name(name)
-            return map_checkpoint_name(official) if official else (None, None)
+            return map_any_checkpoint_name(name)
 
         def split(stream):
             for name, tensor in stream:
