@@ -71,7 +71,7 @@ def main() -> None:
     from vllm_elastic.engine.batch import DiffusionBatch
     from vllm_elastic.decoding.canvas import Canvas
     from vllm_elastic.engine.runner import DiffusionModelRunner
-    from vllm_elastic.models.llada import LLaDAModel
+    from vllm_elastic.engine.executor import StepExecutor
     from vllm_elastic.tools.training.data import chat_prompt_ids
     from vllm_elastic.tools.training.batches import task_data
 
@@ -88,13 +88,13 @@ def main() -> None:
 
     timed(LLMEngine, "step", "engine step")
     timed(DiffusionModelRunner, "execute_model", "worker execute_model")
-    timed(LLaDAModel, "forward", "model forward")
+    timed(StepExecutor, "run", "model forward")
     timed(DiffusionAttention, "forward", "attention (incl. statistics)")
     timed(attention_module, "drift_rows_before", "drift + most-attended statistics")
     timed(attention_module, "layer_statistics", "drift + most-attended statistics")
     timed(attention_module, "torch_varlen_attention", "varlen attention kernel (gathers + SDPA)")
-    timed(DiffusionBatch, "enter_layer", "layer-input cache + refresh widening")
-    timed(DiffusionBatch, "leave_layer", "observations + restarts")
+    timed(DiffusionBatch, "plan_layer", "layer-input cache + refresh widening")
+    timed(DiffusionBatch, "observe", "observations")
     timed(Canvas, "step", "denoising commit (Canvas.step)")
     start = time.perf_counter()
     out = llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)[0]
@@ -110,7 +110,7 @@ def main() -> None:
              TIMES["attention (incl. statistics)"] - TIMES["drift + most-attended statistics"]),
             ("model forward outside attention",
              TIMES["model forward"] - TIMES["attention (incl. statistics)"]
-             - TIMES["layer-input cache + refresh widening"] - TIMES["observations + restarts"])]
+             - TIMES["layer-input cache + refresh widening"] - TIMES["observations"])]
     split = [f"| time in torch operators (kernels) | {kernels:.3f} | "
              f"{kernels / profiled_steps:.1%} |",
              f"| everything else (Python, engine, plans; upper bound) | "

@@ -68,6 +68,11 @@ def test_groups_bound_padding_and_memory(monkeypatch):
     counts, lengths = [600] + [40] * 15, [600] * 16
     groups = varlen._plan_groups(counts, lengths, heads=8)
     assert len(groups) >= 2 and [0] in groups
+    # Full canvases of different lengths: each its own call (padding one costs more than a
+    # call); small window query sets of the same canvases still share one.
+    lengths = [600 + 7 * r for r in range(16)]
+    assert sorted(map(len, varlen._plan_groups(lengths, lengths, heads=8))) == [1] * 16
+    assert len(varlen._plan_groups([16] * 16, [600 + r for r in range(16)], heads=8)) == 1
     monkeypatch.setattr(varlen, "MAX_GROUP_SCORES", 8 * 40 * 600 * 4)
     groups = varlen._plan_groups([40] * 16, [600] * 16, heads=8)
     assert all(len(g) <= 4 for g in groups) and sum(len(g) for g in groups) == 16

@@ -1,19 +1,18 @@
 """One engine step's batch: which rows each request runs through each layer.
 
-The runner builds a `DiffusionBatch` per step and sets it as the forward context's attention
-metadata; attention layers read their layout from it (`varlen`, `slot_mapping`, `probes`) and
-hand their statistics back (`record_stats`). Requests are laid out one after another in the
-flat token batch. The model's layer loop calls two methods around each layer:
+The runner builds a `DiffusionBatch` per step; the step's executor (executor.py) drives it
+around each layer it calls. Requests are laid out one after another in the flat token batch.
 
-  * `enter_layer`: asks each request's policy for its `LayerPlan` and carries it out for the
+  * `plan_layer`: asks each request's policy for its `LayerPlan` and carries it out for the
     whole batch: store the layer's inputs in the pages, widen requests to every position
     (their other rows' inputs read back from the pages), stack the probes into one
-    `ProbeBatch`, count the work;
-  * `leave_layer`: hands each probed request its statistics (attention statistics, and the
-    staleness of its sentinels against the next layer's cached inputs); a policy may answer with a
-    restart (recompute layers k..l over every position): the batch then narrows itself to
-    the restarting requests, has the model rerun those layers (one batched pass per layer for
-    all of them), and widens back. The forward context is never swapped.
+    `ProbeBatch`, count the work; returns the layer's immutable `LayerContext`, what its
+    attention reads;
+  * `observe`: hands each request the statistics it asked for (the attention statistics the
+    layer returned, and the staleness of its sentinels against the next layer's cached
+    inputs); returns the restarts the policies answered with (request -> first layer);
+  * `narrow` / `widen`: the executor runs a restart (layers k..l over every position) over
+    the restarting requests only, then goes on with everyone.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ from vllm_elastic.cache import CachePolicy, LayerPlan, LayerStats
 from vllm_elastic.engine.accounting import Accounting
 from vllm_elastic.kernels.staleness import sentinel_staleness
 from vllm_elastic.kernels.statistics import ProbeBatch
+from vllm_elastic.kernels.step import AttentionStats, LayerContext
 from vllm_elastic.kernels.varlen import VarlenLayout, build_layout
-from vllm_elastic.models.stack import LayerLoop, Rerun
 
 # What a restart's rerun of a layer does for each rerun request.
 _RERUN = LayerPlan(store_inputs=True)
@@ -48,7 +47,7 @@ class RequestPass:
         return self.slots.shape[0]
 
 
-class DiffusionBatch(LayerLoop):
+class DiffusionBatch:
     def __init__(self, passes: list[RequestPass], device: torch.device, block_size: int,
                  num_heads: int = 1) -> None:
         self.passes = passes
@@ -56,10 +55,9 @@ class DiffusionBatch(LayerLoop):
         self.block_size, self.num_heads = block_size, num_heads
         self.members = list(range(len(passes)))  # requests in the current pass
         self.rerun = False  # inside a restart: layers already run this step, run again
-        self.probes: ProbeBatch | None = None
         self.plans: list[LayerPlan] = []  # the current layer's plan of each member
+        self.probes: ProbeBatch | None = None  # the current layer's stacked probes
         self._probe_cache: tuple[tuple, ProbeBatch] | None = None
-        self._stats: tuple[list[float | None], torch.Tensor] | None = None
         self._layout()
 
     def _layout(self) -> None:
@@ -76,8 +74,11 @@ class DiffusionBatch(LayerLoop):
     def _rows(self, x: torch.Tensor, j: int) -> torch.Tensor:
         return x[self.query_start_loc[j]: self.query_start_loc[j + 1]]
 
-    def enter_layer(self, layer: int, x: torch.Tensor, attn) -> tuple[torch.Tensor, torch.Tensor]:
-        """Carry out every request's plan for `layer`. Returns (x, positions)."""
+    def plan_layer(self, layer: int, x: torch.Tensor, attn: nn.Module
+                   ) -> tuple[torch.Tensor, LayerContext]:
+        """Carry out every request's plan for `layer` (`attn`: its attention, whose pages
+        take the stored inputs). Returns the layer's inputs (widened where a plan says so)
+        and its context."""
         self.plans = plans = [_RERUN if self.rerun else self.passes[r].policy.layer_plan(layer)
                               for r in self.members]
         store = [j for j, plan in enumerate(plans) if plan.store_inputs]
@@ -101,7 +102,7 @@ class DiffusionBatch(LayerLoop):
         if changed:
             self._layout()
             x = torch.cat(parts)
-        return x, self.positions
+        return x, LayerContext(self.positions, self.slot_mapping, self.varlen, self.probes)
 
     def _probe_batch(self, plans: list[LayerPlan]) -> ProbeBatch | None:
         """The layer's probes stacked; the previous layer's stack when the probes are the
@@ -118,48 +119,44 @@ class DiffusionBatch(LayerLoop):
                 [pr.min_weight for _, pr in probed]).to(self.device)
         return self._probe_cache[1]
 
-    def record_stats(self, similarities: list[float | None], mass: torch.Tensor) -> None:
-        """The attention layer's statistics for `probes` (one entry per probed request)."""
-        self._stats = (similarities, mass)
-
-    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun,
-                    next_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hand statistics to the policies; carry out restarts with `rerun(start, last,
-        inputs, positions)`, which runs layers start..last over the batch as it then stands.
-        `next_attn` is the next layer's attention (its pages hold the cached inputs the
-        sentinels are compared with); None after the last layer."""
+    def observe(self, layer: int, x: torch.Tensor, stats: AttentionStats | None,
+                next_attn: nn.Module | None) -> dict[int, int]:
+        """Hand the policies what they asked for in their plans of `layer` (x: its output;
+        stats: what its attention returned; next_attn: the next layer's attention, whose
+        pages hold the cached inputs the sentinels are compared with, None after the last).
+        Returns the restarts they answered with: request -> first layer to recompute."""
         restarts: dict[int, int] = {}
-        for r, stats in self._layer_stats(x, next_attn).items():
-            start = self.passes[r].policy.observe(layer, stats)
+        for r, request_stats in self._layer_stats(x, stats, next_attn).items():
+            start = self.passes[r].policy.observe(layer, request_stats)
             if start is not None:
                 restarts[r] = start
-        self.probes, self._stats, self.plans = None, None, []
-        if not restarts:
-            return x, self.positions
-        parts = {r: self._rows(x, j) for j, r in enumerate(self.members)}
-        everyone = self.members
-        for start in sorted(set(restarts.values())):
-            group = [r for r in everyone if restarts.get(r) == start]
-            self.members, self.rerun = group, True
-            for r in group:
-                self.passes[r].active = torch.arange(self.passes[r].length)
-            self._layout()
-            inputs = rerun(start, layer, self.slot_mapping, self.positions)
-            for j, r in enumerate(group):
-                parts[r] = self._rows(inputs, j)
+        self.probes, self.plans = None, []
+        return restarts
+
+    def split(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The flat batch's rows per member request."""
+        return {r: self._rows(x, j) for j, r in enumerate(self.members)}
+
+    def narrow(self, group: list[int]) -> None:
+        """A restart: only `group` runs, every position of each, layers it already ran."""
+        self.members, self.rerun = group, True
+        for r in group:
+            self.passes[r].active = torch.arange(self.passes[r].length)
+        self._layout()
+
+    def widen(self, everyone: list[int]) -> None:
+        """Back to every request of the step after a restart."""
         self.members, self.rerun = everyone, False
         self._layout()
-        return torch.cat([parts[r] for r in self.members]), self.positions
 
-    def _layer_stats(self, x: torch.Tensor, next_attn: nn.Module | None
-                     ) -> dict[int, LayerStats]:
+    def _layer_stats(self, x: torch.Tensor, attention: AttentionStats | None,
+                     next_attn: nn.Module | None) -> dict[int, LayerStats]:
         """The statistics each request asked for in its plan of the layer that just ran."""
         stats: dict[int, LayerStats] = {}
-        if self.probes is not None and self._stats is not None:
-            similarities, mass = self._stats
-            mass = mass.cpu()  # one copy for the layer, not one per request
+        if self.probes is not None and attention is not None:
+            mass = attention.mass.cpu()  # one copy for the layer, not one per request
             for j, r in enumerate(self.probes.requests):
-                stats[r] = LayerStats(similarities[j], mass[j, :self.passes[r].length])
+                stats[r] = LayerStats(attention.similarities[j], mass[j, :self.passes[r].length])
         guarded = [(j, r, plan.sentinels) for j, (r, plan) in enumerate(zip(self.members,
                    self.plans)) if plan.sentinels is not None]
         if guarded and next_attn is not None:

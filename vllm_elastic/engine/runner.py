@@ -2,8 +2,9 @@
 
 vLLM's runner machinery stays in charge of loading the model and of the KV cache (spec
 discovery, allocation in the shared buffer, binding pages to our attention layers). We replace
-`execute_model`: for each scheduled request it runs the canvas through the model with the
-request's KV slots (from the block table the scheduler sent), takes the logits of the rows the
+`execute_model`: it lays the scheduled requests out in one batch (batch.py) with their KV
+slots (from the block table the scheduler sent), runs it through the model's layers (the
+step's executor, executor.py, owns the layer loop), takes the logits of the rows the
 request's schedule asks for, lets its `Canvas` commit tokens, and returns the newly final
 tokens as the request's sampled tokens. The state of each request's denoising lives here, one
 `RequestState` per request (rank-local; every TP rank holds the same, decided from the same
@@ -29,6 +30,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 
 from vllm_elastic.engine.accounting import Accounting
 from vllm_elastic.engine.batch import DiffusionBatch, RequestPass
+from vllm_elastic.engine.executor import StepExecutor
 from vllm_elastic.cache import CachePolicy, make_policy
 from vllm_elastic.decoding.canvas import Canvas, TokenRules
 from vllm_elastic.params import (DiffusionParams, check_policy_fits_pages, page_layout,
@@ -167,9 +169,10 @@ class DiffusionModelRunner(_BaseRunner):
         input_ids = torch.cat([s.canvas.tokens[p.active] for s, p in zip(states, passes)])
         input_ids = input_ids.to(self.device)
         embeds = self._input_embeds(states, passes, input_ids)
-        with set_forward_context(batch, self.vllm_config):
-            hidden = self.model(input_ids=input_ids, positions=batch.positions,
-                                inputs_embeds=embeds)
+        stack = self.model.layer_stack()
+        executor = StepExecutor(batch, stack)
+        with set_forward_context(executor.contexts, self.vllm_config):
+            hidden = executor.run(stack.embed(input_ids) if embeds is None else embeds)
         wanted = [s.canvas.logit_rows() for s in states]
         rows = torch.cat([batch.output_rows(i, w) for i, w in enumerate(wanted)])
         logits = self.model.compute_logits(hidden[rows.to(self.device)]).float().cpu()

@@ -6,14 +6,15 @@ the shared KV buffer, and binds the layer's page view to `self.kv_cache`. What a
 holds is `PageLayout`'s business (page_layout.py); slots come from the request's block table:
 slot = block_id * block_size + offset.
 
-Per step and layer the forward is one straight line for the whole batch (engine/batch.py):
+Per step and layer the forward reads its immutable `LayerContext` (kernels/step.py, set by
+the step's executor) and is one straight line for the whole batch:
   1. if any request probes this layer, the drift test's "before" rows (cached Q against the
      cached K, before this step writes);
   2. one indexed write of this step's K, V (and Q) rows;
   3. one varlen attention call for every request (varlen.py): queries are any subset of each
      canvas, keys its whole canvas, no mask;
-  4. if probed, the statistics of every probed request at once (statistics.py), handed
-     back to the batch.
+  4. if probed, the statistics of every probed request at once (statistics.py).
+It returns (output, statistics or None); the executor hands the statistics to the policies.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vllm.config import VllmConfig
-from vllm.forward_context import get_forward_context
 from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
 from vllm.v1.attention.backend import AttentionBackend, AttentionMetadataBuilder
 from vllm.model_executor.models.utils import extract_layer_index
@@ -33,7 +33,7 @@ from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheSpec
 
 from vllm_elastic.kernels.statistics import drift_rows_before, head_axis_similarity, layer_statistics
 from vllm_elastic.kernels.page_layout import PageLayout
-from vllm_elastic.kernels.step import AttentionStep
+from vllm_elastic.kernels.step import AttentionStats, layer_context
 from vllm_elastic.params import page_layout
 from vllm_elastic.kernels.varlen import (flash_varlen_attention, torch_varlen_attention,
                                  xformers_varlen_attention)
@@ -111,24 +111,26 @@ class DiffusionAttention(nn.Module, AttentionLayerBase):
     def read_hidden(self, slots: torch.Tensor) -> torch.Tensor:
         return self.page.gather(self.token_rows(), slots, self.page.h_cols)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        batch = get_forward_context().attn_metadata
-        if not isinstance(batch, AttentionStep):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, AttentionStats | None]:
+        """(attention output, the statistics its context's probes ask for or None)."""
+        context = layer_context(self.layer_name)
+        if context is None:
             # vLLM's profiling/dummy runs: no pages, one bidirectional sequence.
-            return self._dense(q, k, v)
-        pages, probes = self.token_rows(), batch.probes
+            return self._dense(q, k, v), None
+        pages, probes = self.token_rows(), context.probes
         before = drift_rows_before(pages, probes, self.page) if probes is not None else None
-        self.page.write(pages, batch.slot_mapping, k, v, q)
+        self.page.write(pages, context.slot_mapping, k, v, q)
         kernel = _cuda_kernel() if q.is_cuda else "torch"
         if kernel == "flash":  # pragma: no cover - needs a GPU
-            out = flash_varlen_attention(q, pages, batch.varlen, self.page, self.block_size)
+            out = flash_varlen_attention(q, pages, context.varlen, self.page, self.block_size)
         elif kernel == "xformers":  # pragma: no cover - needs a GPU
-            out = xformers_varlen_attention(q, pages, batch.varlen, self.page)
+            out = xformers_varlen_attention(q, pages, context.varlen, self.page)
         else:
-            out = torch_varlen_attention(q, pages, batch.varlen, self.page)
-        if probes is not None:
-            batch.record_stats(*layer_statistics(pages, probes, self.page, before))
-        return out
+            out = torch_varlen_attention(q, pages, context.varlen, self.page)
+        if probes is None:
+            return out, None
+        return out, AttentionStats(*layer_statistics(pages, probes, self.page, before))
 
     def _dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [n, Hq*D], k/v [n, Hkv*D] -> [n, Hq*D], every query sees every key."""

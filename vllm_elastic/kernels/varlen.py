@@ -34,8 +34,13 @@ from vllm_elastic.kernels.page_layout import PageLayout
 # Score elements (group x heads x queries x keys) a torch group may hold: 16M floats = 64 MiB.
 MAX_GROUP_SCORES = 1 << 24
 # A request joins a group while the group's padded work stays within this factor of its real
-# work (query rows x keys).
+# work (query rows x keys) and the padding adds at most MAX_WASTE_SCORES score elements (x
+# heads): about what one more SDPA call costs on CPU. Large requests (a full canvas) thus go
+# alone unless their sizes match: padding them would cost more than the call it saves (a
+# batch of 16 full-recompute canvases of mixed lengths lost ~15% of its attention time to
+# padding and the query scatter, benchmarks/results/batching_long.md).
 MAX_PADDING = 1.5
+MAX_WASTE_SCORES = 1 << 16
 
 
 @dataclass
@@ -100,7 +105,8 @@ def _plan_groups(query_counts: list[int], seq_lens: list[int], heads: int) -> li
         k_max = max(seq_lens[i] for i in trial)
         padded = len(trial) * q_max * k_max
         real = sum(query_counts[i] * seq_lens[i] for i in trial)
-        if current and (padded * heads > MAX_GROUP_SCORES or padded > MAX_PADDING * real):
+        if current and (padded * heads > MAX_GROUP_SCORES or padded > MAX_PADDING * real
+                        or (padded - real) * heads > MAX_WASTE_SCORES):
             groups.append(current)
             trial = [r]
         current = trial

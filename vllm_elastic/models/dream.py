@@ -29,7 +29,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 )
 
 from vllm_elastic.kernels.attention import DiffusionAttention
-from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
+from vllm_elastic.models.stack import GatedMLP, LayerOutput, LayerStack, add_feed_forward
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -54,12 +54,13 @@ class DreamAttention(nn.Module):
         self.attn = DiffusionAttention(self.num_heads, self.num_kv_heads, self.head_dim,
                                        config.hidden_size, vllm_config, prefix=f"{prefix}.attn")
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> LayerOutput:
         qkv, _ = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
-        out, _ = self.o_proj(self.attn(q, k, v))
-        return out
+        attended, stats = self.attn(q, k, v)
+        out, _ = self.o_proj(attended)
+        return out, stats
 
 
 class DreamDecoderLayer(nn.Module):
@@ -71,12 +72,12 @@ class DreamDecoderLayer(nn.Module):
         self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=False,
                             prefix=f"{prefix}.mlp")
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x))
-        return add_feed_forward(x, self.post_attention_layernorm, self.mlp)
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> LayerOutput:
+        attended, stats = self.self_attn(positions, self.input_layernorm(x))
+        return add_feed_forward(x + attended, self.post_attention_layernorm, self.mlp), stats
 
 
-class DreamBaseModel(nn.Module):
+class DreamBaseModel(LayerStack):
     def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
@@ -86,9 +87,16 @@ class DreamBaseModel(nn.Module):
         )
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = run_layers(self.layers, self.embed_tokens(input_ids), positions,
-                       lambda layer: layer.self_attn.attn)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(input_ids)
+
+    def block_list(self) -> nn.ModuleList:
+        return self.layers
+
+    def attention_of(self, layer: int) -> DiffusionAttention:
+        return self.layers[layer].self_attn.attn
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x)
 
 
@@ -129,9 +137,13 @@ class DreamModel(nn.Module):
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.embed_tokens(input_ids)
 
+    def layer_stack(self) -> LayerStack:
+        """What the step's executor drives (engine/executor.py)."""
+        return self.model
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 intermediate_tensors=None, inputs_embeds=None) -> torch.Tensor:
-        return self.model(input_ids, positions)
+        return self.model(input_ids, positions, inputs_embeds)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary logits on every TP rank (vLLM all-gathers them on CPU)."""

@@ -28,7 +28,7 @@ from vllm.model_executor.layers.vocab_parallel_embedding import (
 
 from vllm_elastic.kernels.attention import DiffusionAttention
 from vllm_elastic.models.llama_names import olmo_name
-from vllm_elastic.models.stack import GatedMLP, add_feed_forward, run_layers
+from vllm_elastic.models.stack import GatedMLP, LayerOutput, LayerStack, add_feed_forward
 from vllm_elastic.models.weights import load_mapped_weights
 
 
@@ -53,12 +53,13 @@ class LLaDAAttention(nn.Module):
         self.attn = DiffusionAttention(self.num_heads, self.num_kv_heads, self.head_dim,
                                        config.d_model, vllm_config, prefix=f"{prefix}.attn")
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> LayerOutput:
         qkv, _ = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
-        out, _ = self.attn_out(self.attn(q, k, v))
-        return out
+        attended, stats = self.attn(q, k, v)
+        out, _ = self.attn_out(attended)
+        return out, stats
 
 
 class LLaDABlock(nn.Module):
@@ -70,12 +71,12 @@ class LLaDABlock(nn.Module):
         self.mlp = GatedMLP(config.d_model, config.mlp_hidden_size, config.include_bias,
                             prefix=f"{prefix}.mlp")
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(positions, self.attn_norm(x))
-        return add_feed_forward(x, self.ff_norm, self.mlp)
+    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> LayerOutput:
+        attended, stats = self.attention(positions, self.attn_norm(x))
+        return add_feed_forward(x + attended, self.ff_norm, self.mlp), stats
 
 
-class LLaDAModel(nn.Module):
+class LLaDAModel(LayerStack):
     def __init__(self, config, vllm_config: VllmConfig, prefix: str) -> None:
         super().__init__()
         self.wte = VocabParallelEmbedding(config.embedding_size, config.d_model)
@@ -85,10 +86,16 @@ class LLaDAModel(nn.Module):
         )
         self.ln_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
-        x = run_layers(self.blocks, x, positions, lambda block: block.attention.attn)
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.wte(input_ids)
+
+    def block_list(self) -> nn.ModuleList:
+        return self.blocks
+
+    def attention_of(self, layer: int) -> DiffusionAttention:
+        return self.blocks[layer].attention.attn
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.ln_f(x)
 
 
@@ -149,6 +156,10 @@ class LLaDAModelLM(nn.Module):
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.wte(input_ids)
+
+    def layer_stack(self) -> LayerStack:
+        """What the step's executor drives (engine/executor.py)."""
+        return self.model
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 intermediate_tensors=None, inputs_embeds=None) -> torch.Tensor:

@@ -1,72 +1,53 @@
-"""The layer loop every diffusion model shares: a straight line per layer, with the step's
-batch carrying out the cache plans around it (engine/batch.py implements `LayerLoop`).
-Models differ only in their blocks."""
+"""What every diffusion model's inner stack shows the step's executor: its embedding, its
+layers (each `layer(positions, x) -> (x, statistics)`), each layer's attention (the pages that
+hold its cached inputs) and the final norm. The executor (engine/executor.py) owns the layer
+loop; a model's own `forward` is the plain pass vLLM's profiling and dummy runs make. Models
+differ only in their blocks."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from vllm.forward_context import get_forward_context, is_forward_context_available
 from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.linear import MergedColumnParallelLinear, RowParallelLinear
 
-from vllm_elastic.kernels.step import AttentionStep
+from vllm_elastic.kernels.attention import DiffusionAttention
+from vllm_elastic.kernels.step import AttentionStats
 
-# rerun(start, last, slots, positions): layers start..last again over the batch as it stands.
-Rerun = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+LayerOutput = tuple[torch.Tensor, AttentionStats | None]
 
 
-class LayerLoop(AttentionStep):
-    """A step's batch as the layer loop drives it: around each layer it carries out every
-    request's cache plan (which rows enter, what is stored, what restarts)."""
-
-    @abstractmethod
-    def enter_layer(self, layer: int, x: torch.Tensor, attn: nn.Module
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Carry out every request's plan for `layer`; returns (x, positions)."""
+class LayerStack(nn.Module):
+    """A diffusion model's embedding, layers and final norm."""
 
     @abstractmethod
-    def leave_layer(self, layer: int, x: torch.Tensor, rerun: Rerun,
-                    next_attn: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hand the layer's statistics to the policies and carry out restarts; `next_attn`
-        is the next layer's attention (None after the last)."""
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Layer-0 inputs of the given ids."""
 
+    @abstractmethod
+    def block_list(self) -> Sequence[nn.Module]:
+        """The blocks in order; `block(positions, x) -> (x, attention statistics or None)`."""
 
-def current_batch() -> LayerLoop | None:
-    """This step's batch, or None in vLLM's dummy/profiling runs (plain bidirectional pass)."""
-    batch = get_forward_context().attn_metadata if is_forward_context_available() else None
-    return batch if isinstance(batch, LayerLoop) else None
+    @abstractmethod
+    def attention_of(self, layer: int) -> DiffusionAttention:
+        """The attention layer of block `layer`."""
 
+    @abstractmethod
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm after the last block."""
 
-def run_layers(blocks: Sequence[nn.Module], x: torch.Tensor, positions: torch.Tensor,
-               attention_of: Callable[[nn.Module], nn.Module]) -> torch.Tensor:
-    """x through every block (`block(positions, x)`); `attention_of(block)` is its
-    DiffusionAttention layer (the pages that hold its cached inputs)."""
-    batch = current_batch()
-    if batch is None:
-        for block in blocks:
-            x = block(positions, x)
-        return x
-
-    def rerun(start: int, last: int, slots: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        # A restart: layers start..last again over every position of the batch's (narrowed)
-        # requests, inputs read back from layer `start`'s pages.
-        h = attention_of(blocks[start]).read_hidden(slots)
-        for i in range(start, last + 1):
-            h, pos = batch.enter_layer(i, h, attention_of(blocks[i]))
-            h = blocks[i](pos, h)
-        return h
-
-    for i, block in enumerate(blocks):
-        x, positions = batch.enter_layer(i, x, attention_of(block))
-        x = block(positions, x)
-        following = attention_of(blocks[i + 1]) if i + 1 < len(blocks) else None
-        x, positions = batch.leave_layer(i, x, rerun, following)
-    return x
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """A plain bidirectional pass (vLLM's profiling and dummy runs; a diffusion step goes
+        through the executor instead)."""
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        for block in self.block_list():
+            x, _ = block(positions, x)
+        return self.final_norm(x)
 
 
 # On CPU the feed-forward sublayer runs a batch's rows in chunks of at most this many MLP
