@@ -98,7 +98,9 @@ def test_tune_on_the_tiny_model_picks_prints_writes_and_resumes(tmp_path):
                                      "window_length": 16, "threshold": None,
                                      **picked["params"]}}
     assert (tmp_path / "tune" / "tune.png").stat().st_size > 0
-    assert "| candidate |" in (tmp_path / "tune" / "tune.md").read_text()
+    report = (tmp_path / "tune" / "tune.md").read_text()
+    assert "| candidate |" in report
+    assert f"Command: `vllm-elastic tune {TINY} --prompts" in report and "Date: 20" in report
     again = _tune(tmp_path, "--resume")  # every request is in the log: no engine starts
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1]) == setting
     assert "request/s" not in again.stderr  # no progress bar: nothing ran

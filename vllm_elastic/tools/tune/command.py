@@ -20,7 +20,9 @@ import argparse
 import gc
 import json
 import os
+import platform
 import sys
+import time
 
 from vllm_elastic.params import DiffusionParamError, request_params, server_defaults
 from vllm_elastic.tools.tune import frontier
@@ -104,7 +106,21 @@ def run_all(args, config, gen_length, candidates, prompts, log: RunLog) -> None:
     gc.collect()
 
 
+def _provenance(argv: list[str] | None) -> str:
+    """The run's command, machine, model threads and date, read before any engine starts
+    (the plugin sets its CPU thread binding then)."""
+    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    threads = (f"VLLM_CPU_OMP_THREADS_BIND={bind}" if bind else
+               "the plugin's CPU default (one OpenMP thread per core, on every core) where "
+               "it applies, else vLLM's")
+    command = " ".join(["vllm-elastic", "tune", *(sys.argv[1:] if argv is None else argv)])
+    return (f"Command: `{command}`\n\nMachine: {platform.machine()}, {os.cpu_count()} cores; "
+            f"model threads: {threads}. Date: "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+
+
 def main(argv: list[str] | None = None) -> dict:
+    provenance = _provenance(argv)
     args = parse_args(argv)
     config, gen_length, candidates, prompts, tokenizer = _setup(args)
     header = {"model_sha256": weights_digest(args.model), "prompts_sha256":
@@ -117,16 +133,17 @@ def main(argv: list[str] | None = None) -> dict:
     frontier.add_speedups(rows)
     picked = frontier.pick(rows, args.min_agreement, args.max_accuracy_drop)
     setting = {"diffusion": {**config.get("diffusion", {}), **picked["params"]}}
-    _write(args, rows, picked, setting)
+    _write(args, rows, picked, setting, provenance)
     print(json.dumps(setting))
     return setting
 
 
-def _write(args: argparse.Namespace, rows: list[dict], picked: dict, setting: dict) -> None:
+def _write(args: argparse.Namespace, rows: list[dict], picked: dict, setting: dict,
+           provenance: str) -> None:
     target = f"agreement >= {args.min_agreement:.0%}" + (
         f", accuracy >= full recompute's - {args.max_accuracy_drop:.1%}"
         if args.max_accuracy_drop is not None else "")
-    lines = [f"# Tune: {args.model}", "", f"{rows[0]['n']} calibration prompts "
+    lines = [f"# Tune: {args.model}", "", provenance, "", f"{rows[0]['n']} calibration prompts "
              f"(`{args.prompts}`), {args.concurrency} at a time. Target: {target}. Picked: "
              f"**{picked['candidate']}** ({picked['speedup']:.2f}x full recompute).", "",
              *frontier.table(rows, picked), "", "`vllm serve` with it: "
