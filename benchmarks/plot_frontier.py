@@ -23,10 +23,14 @@ def main() -> None:
     rows = []
     for path in args.tables:
         table = os.path.splitext(os.path.basename(path))[0]
-        for r in json.load(open(path)):
-            if r["gen_length"] == args.gen_length:
-                rows.append(dict(r, label=f"{r['config']} ({table})"
-                                 if r["config"] == "tuned" else r["config"]))
+        rows += [dict(r, table=table) for r in json.load(open(path))
+                 if r["gen_length"] == args.gen_length]
+    # A config measured in several tables (`tuned`, a rerun reference) is labelled by table.
+    seen = [r["config"] for r in rows]
+    for r in rows:
+        r["label"] = (f"{r['config']} ({r['table']})" if seen.count(r["config"]) > 1
+                      or r["config"] == "tuned" else r["config"])
+    # The reference: the first table's (speeds are relative to it; tables measured alike).
     reference = next(r for r in rows if r["config"] == args.reference)
 
     import matplotlib
