@@ -22,7 +22,6 @@ import time
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 SETTINGS = {"none": {"cache_policy": "none"}, "dual": {"cache_policy": "dual"},
             "elastic/0.9": {"cache_policy": "elastic", "gamma": 0.9}}
 
@@ -37,7 +36,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from bench_policies import describe_threads
+    from bench_policies import WINDOW, describe_threads
     from report import write_report
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
