@@ -7,7 +7,8 @@
         --out benchmarks/results/interleaved_long
 
 For each held-out problem, each setting runs it once, one request at a time (full recompute,
-`dual`, Elastic-Cache at gamma 0.9 as published, and the tune command's pick). A setting's
+`dual`, Elastic-Cache at gamma 0.9 as published, the tune command's pick, and any
+`--setting NAME='{json}'`, e.g. an earlier pick, on top of the window schedule). A setting's
 tokens/s is its answer tokens (before the first EOS) over the sum of its requests' times;
 accuracy is exact match, as in bench_policies.py. Writes OUT.md and OUT.json.
 """
@@ -33,8 +34,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--gen-length", type=int, default=512)
     ap.add_argument("--tuned", required=True, help="pick.json of `vllm-elastic tune`")
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME=JSON",
+                    help="another setting (extra args over window 16 + threshold 0.9)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    more = {}
+    for item in args.setting:
+        name, sep, extra = item.partition("=")
+        if not sep:
+            ap.error(f"--setting {item!r}: expected NAME=JSON")
+        more[name] = json.loads(extra)
 
     from bench_policies import WINDOW, describe_threads
     from report import write_report
@@ -49,6 +58,7 @@ def main() -> None:
         picked = json.load(f)["diffusion"]
     settings = {name: dict(WINDOW, **extra) for name, extra in SETTINGS.items()}
     settings["tuned"] = picked
+    settings.update({name: dict(WINDOW, **extra) for name, extra in more.items()})
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     task = task_data(args.task)
     problems = task.test_problem_list(args.n)

@@ -169,3 +169,20 @@ def test_refresh_band_adds_the_windows_span_widened_on_each_side():
     wide.begin_step(c)
     wide.end_step(c)
     assert wide.begin_step(c).numel() == c.length  # a band covering the canvas: everything
+
+
+def test_track_num_0_asks_for_no_statistics_and_tracks_nothing():
+    kw = dict(gen_length=16, schedule="window", window_length=4)
+    c = canvas(**kw)
+    e = make_policy(DiffusionParams(**kw, cache_policy="elastic", gamma=0.0, track_num=0,
+                                    refresh_band=1), 4)
+    e.begin_step(c)
+    assert all(e.layer_plan(layer).probe is None for layer in range(4))
+    e.end_step(c)
+    c.tokens[4:6] = 9  # two answer positions decoded: the window is 6..9
+    c.last_committed = torch.empty(0, dtype=torch.long)
+    assert e.begin_step(c).tolist() == list(range(5, 11))  # window 6..9 and its band, no tracked
+    assert e.layer_plan(1).probe is None and e.tracked.numel() == 0
+    tracked = make_policy(DiffusionParams(**kw, cache_policy="elastic", gamma=0.0), 4)
+    tracked.begin_step(c)
+    assert tracked.layer_plan(1).probe is not None  # gamma 0 alone still picks most-attended

@@ -34,6 +34,8 @@ def test_defaults_are_valid_and_one_token_per_step():
     ({"guard_sentinels": 2.5}, "guard_sentinels"),
     ({"refresh_band": -1}, "refresh_band"),
     ({"refresh_band": 1.5}, "refresh_band"),
+    ({"track_num": -1}, "track_num"),
+    ({"track_num": 0}, "track_num"),  # needs gamma 0: with gamma 0.9 no drift test can run
 ])
 def test_bad_values_name_the_parameter(overrides, param):
     with pytest.raises(DiffusionParamError) as e:

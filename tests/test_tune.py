@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from vllm_elastic.tools.tune.frontier import frontier, meets, pick
+from vllm_elastic.tools.tune.frontier import caution, frontier, meets, pick, wilson_interval
 from vllm_elastic.tools.tune.prompts import PromptFileError, extract_answer, read_prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +63,16 @@ def test_the_pick_is_the_fastest_row_meeting_the_target():
     assert pick(rows, 0.999, None)["candidate"] == "full"  # nothing else: full recompute
     assert not meets(rows[1], rows[0], 0.95, 0.05) and meets(rows[4], rows[0], 0.95, 0.01)
     assert {r["candidate"] for r in frontier(rows)} == {"full", "d", "a", "c"}
+
+
+def test_agreement_intervals_and_the_caution_on_a_borderline_pick():
+    low, high = wilson_interval(0.86, 50)
+    assert 0.76 < low < 0.78 and 0.92 < high < 0.94  # Wilson 90%, by hand: 0.761-0.922
+    assert wilson_interval(1.0, 200)[1] == 1.0 and wilson_interval(0.0, 10)[0] == 0.0
+    borderline = dict(_row("a", 0.86, 30, 0.8), n=50)
+    assert "76%-92%" in caution(borderline, 0.85)
+    assert caution(dict(_row("b", 0.99, 30, 0.8), n=400), 0.85) is None
+    assert caution(dict(_row("full", 1.0, 10, 0.8), n=5), 0.85) is None
 
 
 def _tune(out, *more):

@@ -35,6 +35,8 @@ EXACT = [
          temperature=0.7, seed=11),
     # A band wider than any canvas here (prompt <= 32 + 32 answer): every position, every step.
     dict(WINDOW, cache_policy="elastic", refresh_band=64),
+    # No statistics at all (track_num 0), a full step every step.
+    dict(WINDOW, cache_policy="elastic", gamma=0.0, track_num=0, refresh_interval=1),
 ]
 
 

@@ -41,6 +41,10 @@ window's span widened by B positions on each side: the decoded tokens just left 
 and the MASKs just right of it, whose cached K/V the window attends to most and which go stale
 first as the window's neighbourhood is decoded (a band covering the canvas is exact).
 
+Beyond the paper: `track_num=0` (only with gamma 0, where the drift test never fails) tracks
+no tokens, so no layer computes the drift or most-attended statistics and no tracked rows
+join the query set: what is left is the window (+ band) and the full steps.
+
 Beyond the paper (default off): `guard` adds the staleness guard (guard.py): sentinel
 positions measure how far each layer's cached inputs have moved; the first layer whose
 staleness reaches `guard_bound` reruns over every position and the layers after it update.
@@ -116,8 +120,10 @@ class ElasticCache(CachePolicy):
         widen = not self.full_step and self.trigger is not None and layer == self.trigger + 1
         # gamma 0 never fails (the similarity of non-negative rows is >= 0): no test to run.
         drift = not self.in_update_mode(layer) and self.trigger is None and self.params.gamma > 0
-        probe = Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
-                      min_weight=self.params.drift_min_weight)
+        # track_num 0 (with gamma 0): nobody reads the most-attended pick, no statistics.
+        probe = (Probe(tracked=self.tracked if drift else self.tracked[:0], window=self.window,
+                       min_weight=self.params.drift_min_weight)
+                 if self.params.track_num > 0 else None)
         # The guard compares this layer's output with the next layer's cached inputs: not
         # once a trigger has put the next layers in update mode, not after the last layer.
         guarded = (self.sentinels is not None and self.trigger is None

@@ -96,7 +96,9 @@ class DiffusionParams:
     # Which tokens go through which layers, and which cached state is reused (cache/).
     cache_policy: str = "none"
     gamma: float = 0.9  # elastic: refresh deeper layers when attention similarity < gamma
-    track_num: int = 1  # elastic: most-attended tokens tracked per layer
+    # elastic: most-attended tokens tracked per layer (the drift test's rows). 0 (with gamma
+    # 0, beyond the paper): none tracked, so no attention statistics are computed at all.
+    track_num: int = 1
     # prefix/dual: full refresh every `refresh_interval` steps as well as at each block start;
     # elastic (beyond the paper): a full step every `refresh_interval` steps as well as on
     # drift. 1 makes them recompute everything (their exact, degenerate setting); null = never.
@@ -165,12 +167,16 @@ class DiffusionParams:
         check_choice("refresh_layers", self.refresh_layers, REFRESH_LAYERS_CHOICES)
         check_int("window_length", self.window_length, minimum=1)
         check_int("tokens_per_iter", self.tokens_per_iter, minimum=1)
-        check_int("track_num", self.track_num, minimum=1)
+        check_int("track_num", self.track_num, minimum=0)
         if self.refresh_interval is not None:
             check_int("refresh_interval", self.refresh_interval, minimum=1)
         if not (is_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
             raise DiffusionParamError("gamma", f"gamma must be a number in [0, 1], got "
                                                f"{self.gamma!r}")
+        if self.track_num == 0 and self.gamma > 0:
+            raise DiffusionParamError(
+                "track_num", f"track_num 0 tracks no tokens, so no drift test can run: it "
+                             f"needs gamma 0 (no drift test), got gamma {self.gamma!r}")
         if not (is_number(self.drift_min_weight) and 0.0 <= self.drift_min_weight < 1.0):
             raise DiffusionParamError(
                 "drift_min_weight",

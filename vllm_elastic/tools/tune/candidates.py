@@ -5,7 +5,8 @@ accuracy/speed range: Fast-dLLM's dual cache, Elastic-Cache at the authors' gamm
 with a full step every N steps, with the staleness guard (its default 64 sentinels) at
 several bounds, once refreshing from layer 0 (`refresh_layers` "all"), with a refresh band
 around the window (`refresh_band`), alone, with a full step every N steps, and under the
-guard, and some of these without the drift test (gamma 0, `/nodrift`). `--grid quick`
+guard, and some of these without any attention statistics (gamma 0 and track_num 0,
+`/nostats`: no drift test, no most-attended tracking). `--grid quick`
 is a small grid for a smoke run; a JSON file of {"name": {...}} replaces the grid.
 """
 
@@ -15,6 +16,7 @@ import json
 
 REFERENCE = "full"
 _ELASTIC = {"cache_policy": "elastic", "gamma": 0.9}
+_NOSTATS = {"cache_policy": "elastic", "gamma": 0.0, "track_num": 0}
 
 GRIDS = {
     "default": {
@@ -28,14 +30,14 @@ GRIDS = {
         **{f"band{b}-every{n}": dict(_ELASTIC, refresh_band=b, refresh_interval=n)
            for b, n in ((16, 8), (16, 6), (32, 8), (32, 6))},
         "guard-band32/0.2": dict(_ELASTIC, guard=True, guard_bound=0.2, refresh_band=32),
-        # gamma 0: the drift test never fails, so it is not computed (the window's
-        # most-attended tracking, the band and the full steps remain). Where the test never
-        # fires anyway (the long model at 0.9) these decide as their gamma 0.9 twins, minus
-        # the statistic's cost.
-        **{f"band{b}-every{n}/nodrift": dict(_ELASTIC, gamma=0.0, refresh_band=b,
-                                              refresh_interval=n)
-           for b, n in ((16, 6), (16, 8), (16, 10), (32, 8))},
-        "elastic-every6/nodrift": dict(_ELASTIC, gamma=0.0, refresh_interval=6),
+        # No statistics: gamma 0 (the drift test never fails) and track_num 0 (no tracked
+        # rows, so no most-attended pick either); the window, the band and the full steps
+        # remain. Where the test never fires anyway (the long model at 0.9) these differ from
+        # their gamma 0.9 twins only by the tracked rows no longer recomputed, and are
+        # cheaper by the statistics' cost.
+        **{f"band{b}-every{n}/nostats": dict(_NOSTATS, refresh_band=b, refresh_interval=n)
+           for b, n in ((16, 6), (16, 8), (16, 10), (32, 8), (32, 10))},
+        "elastic-every6/nostats": dict(_NOSTATS, refresh_interval=6),
     },
     "quick": {
         REFERENCE: {"cache_policy": "none"},

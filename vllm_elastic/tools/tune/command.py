@@ -79,10 +79,37 @@ def _setup(args: argparse.Namespace):
     return config, gen, candidates, prompts, tokenizer
 
 
+# vLLM's CPU build reserves 92% of the machine's memory for KV pages unless
+# VLLM_CPU_KVCACHE_SPACE (GiB) says otherwise, and the pages fill that reservation as requests
+# cycle through them: a long tune grew to 21 GiB and swapped. The tune needs only
+# `concurrency` canvases; it reserves those (a generous per-token bound) unless the user set it.
+_KV_ROW_FACTOR = 4  # a full page row: K, V, Q and the layer input, each at most hidden_size
+
+
+def _reserve_cpu_kv(args: argparse.Namespace, max_model_len: int) -> None:
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    with open(os.path.join(args.model, "config.json")) as f:
+        config = json.load(f)
+    text = config.get("text_config", config)
+    hidden = text.get("hidden_size") or text.get("d_model")
+    layers = text.get("num_hidden_layers") or text.get("n_layers")
+    if not hidden or not layers:
+        return  # unknown shape: vLLM's own default
+    row_bytes = _KV_ROW_FACTOR * hidden * layers * 4  # fp32, the widest CPU dtype
+    need = 2 * (args.concurrency + 1) * max_model_len * row_bytes  # x2: block rounding, slack
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(max(1, -(-need // 2 ** 30)))
+
+
 def _engine(args: argparse.Namespace, config: dict, gen_length: int, prompts):
     from vllm import LLM
 
     longest = max(len(p.token_ids) for p in prompts) + gen_length
+    _reserve_cpu_kv(args, longest)
     return LLM(model=args.model, dtype=args.dtype, max_model_len=longest,
                max_num_seqs=args.concurrency, additional_config=config)
 
@@ -124,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     config, gen_length, candidates, prompts, tokenizer = _setup(args)
     header = {"model_sha256": weights_digest(args.model), "prompts_sha256":
-              file_digest(args.prompts), "additional_config": config}
+              file_digest(args.prompts), "additional_config": config, "dtype": args.dtype}
     log = RunLog(os.path.join(args.out, "requests.jsonl"), header, args.resume)
     run_all(args, config, gen_length, candidates, prompts, log)
     reference = log.requests(REFERENCE, len(prompts))
@@ -138,14 +165,31 @@ def main(argv: list[str] | None = None) -> dict:
     return setting
 
 
+def _dtype(args: argparse.Namespace) -> str:
+    """The dtype the engine ran the model in: --dtype, or for `auto` the checkpoint's (as
+    `vllm serve` resolves it; a bf16 checkpoint runs in bf16 unless told otherwise). Tune in
+    the dtype you serve in: the agreement of a cache setting depends on it."""
+    if args.dtype != "auto":
+        return args.dtype
+    try:
+        with open(os.path.join(args.model, "config.json")) as f:
+            config = json.load(f)
+        return f"auto (the checkpoint's {config.get('torch_dtype') or config.get('dtype')})"
+    except (OSError, json.JSONDecodeError):
+        return "auto"
+
+
 def _write(args: argparse.Namespace, rows: list[dict], picked: dict, setting: dict,
            provenance: str) -> None:
     target = f"agreement >= {args.min_agreement:.0%}" + (
         f", accuracy >= full recompute's - {args.max_accuracy_drop:.1%}"
         if args.max_accuracy_drop is not None else "")
     lines = [f"# Tune: {args.model}", "", provenance, "", f"{rows[0]['n']} calibration prompts "
-             f"(`{args.prompts}`), {args.concurrency} at a time. Target: {target}. Picked: "
+             f"(`{args.prompts}`), {args.concurrency} at a time, model dtype "
+             f"{_dtype(args)}. Target: {target}. Picked: "
              f"**{picked['candidate']}** ({picked['speedup']:.2f}x full recompute).", "",
+             *([warning, ""] if (warning := frontier.caution(picked, args.min_agreement))
+               else []),
              *frontier.table(rows, picked), "", "`vllm serve` with it: "
              f"`--additional-config '{json.dumps(setting)}'`", ""]
     with open(os.path.join(args.out, "tune.md"), "w") as f:

@@ -2,9 +2,15 @@
 target. A candidate's row: the share of answers token for token identical to full
 recompute's (agreement), accuracy where the calibration file has answers, the work fraction
 (token-layer evaluations / full recompute's), tokens/s (answer tokens before the first EOS
-over the requests' seconds) and its speedup over full recompute."""
+over the requests' seconds) and its speedup over full recompute.
+
+Agreement is a share of n prompts, so it carries sampling error (50 prompts: about +-8
+points at 90%): each row also gets its 90% Wilson interval, and the report says when the
+pick's interval reaches below the target, where a held-out set may fall short of it."""
 
 from __future__ import annotations
+
+import math
 
 from vllm_elastic.tools.tune.candidates import REFERENCE
 from vllm_elastic.tools.tune.prompts import Calibration, extract_answer
@@ -27,6 +33,29 @@ def score(name: str, requests: list[dict], reference: list[dict], prompts: list[
         / sum(a["token_layer_evals_full"] for a in acct),
         "tokens_per_s": tokens / seconds if seconds else 0.0,
     }
+
+
+Z90 = 1.6449  # two-sided 90% normal quantile
+
+
+def wilson_interval(share: float, n: int, z: float = Z90) -> tuple[float, float]:
+    """The Wilson score interval of a share observed over n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def caution(picked: dict, min_agreement: float) -> str | None:
+    """A warning when the pick's agreement is not clearly above the target, else None."""
+    low, high = wilson_interval(picked["agreement"], picked["n"])
+    if picked["candidate"] == REFERENCE or low >= min_agreement:
+        return None
+    return (f"The pick's agreement, {picked['agreement']:.0%} over {picked['n']} prompts, has "
+            f"a 90% interval of {low:.0%}-{high:.0%}, reaching below the target "
+            f"({min_agreement:.0%}): on other prompts it may fall short. More prompts narrow "
+            f"the interval; a higher --min-agreement buys margin.")
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -61,12 +90,13 @@ def frontier(rows: list[dict]) -> list[dict]:
 
 def table(rows: list[dict], picked: dict) -> list[str]:
     front = {r["candidate"] for r in frontier(rows)}
-    out = ["| candidate | agreement with full | accuracy | work fraction | tokens/s | speedup "
-           "| frontier |", "|---|---|---|---|---|---|---|"]
+    out = ["| candidate | agreement with full | its 90% interval | accuracy | work fraction "
+           "| tokens/s | speedup | frontier |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -r["tokens_per_s"]):
         acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
         mark = "picked" if r is picked else ("yes" if r["candidate"] in front else "")
-        out.append(f"| {r['candidate']} | {r['agreement']:.1%} | {acc} | "
+        low, high = wilson_interval(r["agreement"], r["n"])
+        out.append(f"| {r['candidate']} | {r['agreement']:.1%} | {low:.0%}-{high:.0%} | {acc} | "
                    f"{r['work_fraction']:.3f} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x "
                    f"| {mark} |")
     return out
