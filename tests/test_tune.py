@@ -122,3 +122,21 @@ def test_tune_refuses_a_bad_grid_before_starting_an_engine(tmp_path):
     grid.write_text(json.dumps({"bad": {"cache_policy": "elastic", "gamma": 2}}))
     done = _tune(tmp_path, "--grid", str(grid))
     assert done.returncode != 0 and "parameter gamma" in done.stderr
+
+
+def test_tune_reserves_only_the_kv_it_needs_on_cpu_and_names_its_dtype(monkeypatch):
+    """vLLM's CPU default reserves 92% of memory for KV pages (a long tune filled 21 GiB and
+    swapped): the tune sizes the reservation to its canvases unless the user set it."""
+    import argparse
+
+    from vllm_elastic.tools.tune import command
+
+    args = argparse.Namespace(model=TINY, concurrency=4, dtype="auto")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    command._reserve_cpu_kv(args, 512)
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "1"  # a tiny model: the 1 GiB floor
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
+    command._reserve_cpu_kv(args, 512)
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "7"  # the user's own setting wins
+    assert command._dtype(args).startswith("auto (the checkpoint's")
+    assert command._dtype(argparse.Namespace(model=TINY, dtype="float32")) == "float32"

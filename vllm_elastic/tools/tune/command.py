@@ -86,15 +86,21 @@ def _setup(args: argparse.Namespace):
 _KV_ROW_FACTOR = 4  # a full page row: K, V, Q and the layer input, each at most hidden_size
 
 
-def _reserve_cpu_kv(args: argparse.Namespace, max_model_len: int) -> None:
-    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-        return
-    import torch
+def _checkpoint_config(model: str) -> dict:
+    """The checkpoint's config.json, {} where it cannot be read."""
+    try:
+        with open(os.path.join(model, "config.json")) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return {}
 
-    if torch.cuda.is_available():
+
+def _reserve_cpu_kv(args: argparse.Namespace, max_model_len: int) -> None:
+    from vllm.platforms import current_platform
+
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE") or not current_platform.is_cpu():
         return
-    with open(os.path.join(args.model, "config.json")) as f:
-        config = json.load(f)
+    config = _checkpoint_config(args.model)
     text = config.get("text_config", config)
     hidden = text.get("hidden_size") or text.get("d_model")
     layers = text.get("num_hidden_layers") or text.get("n_layers")
@@ -171,12 +177,9 @@ def _dtype(args: argparse.Namespace) -> str:
     the dtype you serve in: the agreement of a cache setting depends on it."""
     if args.dtype != "auto":
         return args.dtype
-    try:
-        with open(os.path.join(args.model, "config.json")) as f:
-            config = json.load(f)
-        return f"auto (the checkpoint's {config.get('torch_dtype') or config.get('dtype')})"
-    except (OSError, json.JSONDecodeError):
-        return "auto"
+    config = _checkpoint_config(args.model)
+    found = config.get("torch_dtype") or config.get("dtype")
+    return f"auto (the checkpoint's {found})" if found else "auto"
 
 
 def _write(args: argparse.Namespace, rows: list[dict], picked: dict, setting: dict,
