@@ -3,14 +3,15 @@
 
     python benchmarks/bench_interleaved.py --model examples/models/llada-long-arith \
         --task long --n 200 --gen-length 512 \
-        --tuned benchmarks/results/tune_long_nodrift/pick.json \
-        --out benchmarks/results/interleaved_long
+        --tuned benchmarks/results/tune_long_fp32/pick.json \
+        --out benchmarks/results/interleaved_long_fp32_512
 
 For each held-out problem, each setting runs it once, one request at a time (full recompute,
 `dual`, Elastic-Cache at gamma 0.9 as published, the tune command's pick, and any
 `--setting NAME='{json}'`, e.g. an earlier pick, on top of the window schedule). A setting's
 tokens/s is its answer tokens (before the first EOS) over the sum of its requests' times;
-accuracy is exact match, as in bench_policies.py. Writes OUT.md and OUT.json.
+accuracy is exact match, as in bench_policies.py. Writes OUT.md and OUT.json
+(`plot_frontier.py OUT.json --gen-length G --out OUT.png` draws it).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Accuracy against speed for rows of bench_policies tables measured alike (same model, task,
-n, machine and day): one point per row, speed relative to the reference row.
+n, machine and day), or of one bench_interleaved.py run: one point per row, speed relative to
+the reference row.
 
     python benchmarks/plot_frontier.py benchmarks/results/guard_long.json \
         benchmarks/results/band_long.json --gen-length 512 --reference window/none \
@@ -15,7 +16,7 @@ import os
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("tables", nargs="+", help="bench_policies OUT.json files")
+    ap.add_argument("tables", nargs="+", help="bench_policies or bench_interleaved OUT.json")
     ap.add_argument("--gen-length", type=int, required=True)
     ap.add_argument("--reference", default="window/none")
     ap.add_argument("--out", required=True)
@@ -23,7 +24,9 @@ def main() -> None:
     rows = []
     for path in args.tables:
         table = os.path.splitext(os.path.basename(path))[0]
-        rows += [dict(r, table=table) for r in json.load(open(path))
+        with open(path) as f:
+            found = json.load(f)
+        rows += [dict(r, table=table) for r in _rows(found, args.gen_length)
                  if r["gen_length"] == args.gen_length]
     # A config measured in several tables (`tuned`, a rerun reference) is labelled by table.
     seen = [r["config"] for r in rows]
@@ -51,6 +54,17 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(args.out)
+
+
+def _rows(found, gen_length: int) -> list[dict]:
+    """bench_policies rows as they are; a bench_interleaved run (one gen length, its
+    settings' totals) as rows named like bench_policies' (`none` -> `window/none`)."""
+    if isinstance(found, list):
+        return found
+    names = {"none": "window/none", "dual": "window/dual"}
+    return [{"config": names.get(name, name), "gen_length": gen_length,
+             "tokens_per_s": t["tokens_per_s"], "accuracy": t["accuracy"]}
+            for name, t in found["totals"].items()]
 
 
 if __name__ == "__main__":
