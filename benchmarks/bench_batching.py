@@ -6,8 +6,7 @@
 For each TP size one engine; for each policy (window + threshold schedule; `none`, `dual`,
 `elastic` at gamma 0.9, `elastic-floor` = elastic with drift_min_weight 1e-6,
 `elastic-every3` = elastic with refresh_interval 3, `guard` = elastic with the staleness guard
-at its defaults, `tuned-band16-every8` = the tune command's pick on the long model:
-refresh_band 16 and refresh_interval 8) and each
+at its defaults; with --tuned PICK.json also `tuned` = the tune command's pick) and each
 concurrency B, the same held-out prompts run in waves of B requests
 submitted together (each wave's requests share every forward pass). Generated tokens count
 only what the user receives (answer tokens before the first EOS). With --repeats N each row
@@ -34,10 +33,7 @@ POLICIES = {"none": {"cache_policy": "none"}, "dual": {"cache_policy": "dual"},
                               "drift_min_weight": 1e-6},
             "elastic-every3": {"cache_policy": "elastic", "gamma": 0.9, "refresh_interval": 3},
             # the staleness guard at its defaults (beyond the paper)
-            "guard": {"cache_policy": "elastic", "gamma": 0.9, "guard": True},
-            # the tune command's pick on the long model (docs/BENCHMARKS.md section 0)
-            "tuned-band16-every8": {"cache_policy": "elastic", "gamma": 0.9,
-                                    "refresh_band": 16, "refresh_interval": 8}}
+            "guard": {"cache_policy": "elastic", "gamma": 0.9, "guard": True}}
 
 
 def measure(llm, prompts, extra: dict, batch: int, eos_id: int) -> dict:
@@ -73,6 +69,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="runs per row, round robin over the concurrencies; a row is the best")
     ap.add_argument("--out", default="benchmarks/results/batching")
+    ap.add_argument("--tuned", default=None,
+                    help="pick.json of `vllm-elastic tune`: adds the policy row `tuned`")
     args = ap.parse_args()
 
     from report import write_report
@@ -86,7 +84,9 @@ def main() -> None:
     prompts = [chat_prompt_ids(tokenizer, p.question)
                for p in task_data(args.task).test_problem_list(args.requests)]
     max_len = max(len(p) for p in prompts) + args.gen_length
-    from bench_policies import describe_threads
+    from bench_policies import describe_threads, tuned_row
+
+    policies = {name: POLICIES[name] for name in args.policies} | dict(tuned_row(args))
 
     threads = describe_threads()  # before any engine: the plugin sets its CPU default then
     rows = []
@@ -96,9 +96,10 @@ def main() -> None:
         llm = LLM(model=args.model, dtype="float32", max_model_len=max_len,
                   tensor_parallel_size=tp, max_num_seqs=max(args.batch_sizes),
                   max_num_batched_tokens=max_len * max(args.batch_sizes))
-        for policy in args.policies:
-            extra = dict(WINDOW, **POLICIES[policy], gen_length=args.gen_length,
-                         window_length=args.window_length)
+        for policy, knobs in policies.items():
+            # a tune pick carries its own schedule, which wins over --window-length
+            extra = {**WINDOW, "window_length": args.window_length, **knobs,
+                     "gen_length": args.gen_length}
             measure(llm, prompts[:2], extra, 2, tokenizer.eos_token_id)  # warm-up
             sizes = args.batch_sizes if tp == 1 else args.tp_batch_sizes
             runs: dict[int, list[dict]] = {b: [] for b in sizes}

@@ -170,14 +170,19 @@ def run_row(llm, name: str, extra: dict, gen: int, prompts, problems, concurrenc
         seconds = (time.perf_counter() - start) / len(batch)  # a batch's time, shared evenly
         with open(log_path, "a") as f:
             for i, o in zip(batch, outputs):
-                done[(name, gen, i)] = record = {
-                    "config": name, "gen_length": gen, "index": i, "params": params,
-                    "question": problems[i].question, "text": o.outputs[0].text,
-                    "token_ids": list(o.outputs[0].token_ids),
-                    "accounting": o.kv_transfer_params["diffusion"], "seconds": seconds,
-                    "date": time.strftime("%Y-%m-%d", time.gmtime())}
+                done[(name, gen, i)] = record = request_record(name, params, i, problems[i],
+                                                               o, seconds)
                 f.write(json.dumps(record) + "\n")
     return [done[(name, gen, i)] for i in range(len(prompts))]
+
+
+def request_record(name: str, params: dict, index: int, problem, output, seconds: float) -> dict:
+    """One request as the per-request log holds it (what `summarize` reads)."""
+    return {"config": name, "gen_length": params["gen_length"], "index": index,
+            "params": params, "question": problem.question, "text": output.outputs[0].text,
+            "token_ids": list(output.outputs[0].token_ids),
+            "accounting": output.kv_transfer_params["diffusion"], "seconds": seconds,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def summarize(requests: list[dict], problems, eos_id, extract_answer) -> dict:

@@ -20,6 +20,7 @@ import requests
 
 from vllm_elastic.oracles.llada import cut_at_eos, generate
 from vllm_elastic.params import DiffusionParams
+from vllm_elastic.params.fields import APPLIES_TO
 
 EOS_BOOST = 2.5  # scales the EOS row of the LM head so some canvases stop early
 MAX_MODEL_LEN = 128  # the shared engines' max_model_len
@@ -135,9 +136,10 @@ SERVE_DIFFUSION = {"gen_length": 32, "block_length": 8}  # the shared server's d
 
 # vLLM's own SamplingParams fields in a case; everything else is a diffusion extra arg.
 SAMPLING_KEYS = ("temperature", "seed", "top_p", "top_k", "max_tokens")
-# Cache-policy keys: the oracle is full recompute, so it drops them.
-POLICY_KEYS = ("cache_policy", "refresh_interval", "full_update", "gamma", "track_num",
-               "refresh_layers", "drift_min_weight", "guard", "guard_bound", "guard_sentinels")
+# Cache-policy keys: the oracle is full recompute, so it drops them (from the field table, so a
+# new policy knob is dropped too).
+POLICY_KEYS = ("cache_policy",) + tuple(
+    key for key, (field, _) in APPLIES_TO.items() if field in ("cache_policy", "guard"))
 
 
 def sampling(case: dict | None = None, **more):

@@ -87,6 +87,8 @@ EXACT = [
     dict(WINDOW, cache_policy="prefix", refresh_interval=1),
     dict(WINDOW, cache_policy="dual", refresh_interval=1),
     dict(WINDOW, cache_policy="elastic", refresh_interval=1, gamma=0.0),
+    dict(WINDOW, cache_policy="elastic", refresh_band=MAX_MODEL_LEN),  # covers any canvas
+    dict(WINDOW, cache_policy="elastic", gamma=0.0, track_num=0, refresh_interval=1),
     dict(WINDOW, cache_policy="elastic", gamma=0.0, guard=True, guard_bound=0.0,
          temperature=0.8, seed=3),
 ]
