@@ -1,5 +1,7 @@
 """`make demo`: Elastic-Cache through vllm.LLM on the shipped long-answer model, beside full
-recompute and Fast-dLLM's dual cache, on held-out word problems at gen 512.
+recompute and Fast-dLLM's dual cache, on held-out word problems at gen 512: as published, and
+as `vllm-elastic tune` picked it for this model (benchmarks/results/tune_long_fp32/pick.json;
+the tiny model's: tune_tiny/pick.json).
 
     python examples/demo.py [--n 24] [--out-dir demo-output]
     python examples/demo.py --quick        # `make demo-quick`: the tiny model, gen 64
@@ -28,15 +30,24 @@ WINDOW = {"schedule": "window", "window_length": 16, "threshold": 0.9}
 # (label, cache-policy settings): full recompute first, every other run is compared with it.
 RUNS = [("full recompute", {"cache_policy": "none"}),
         ("Fast-dLLM dual", {"cache_policy": "dual"}),
-        ("Elastic-Cache, as published (gamma 0.9)", {"cache_policy": "elastic", "gamma": 0.9}),
-        ("Elastic-Cache + full step every 3", {"cache_policy": "elastic", "gamma": 0.9,
-                                               "refresh_interval": 3})]
-SETUPS = {  # --quick or not: model, task, canvas, problems
+        ("Elastic-Cache, as published (gamma 0.9)", {"cache_policy": "elastic", "gamma": 0.9})]
+TUNED = "Elastic-Cache, the tune command's pick"
+RESULTS = os.path.join(HERE, "..", "benchmarks", "results")
+SETUPS = {  # --quick or not: model, task, canvas, problems, the `vllm-elastic tune` pick
     False: dict(model=os.path.join(HERE, "models", "llada-long-arith"), task="long",
-                gen_length=512, n=24),
+                gen_length=512, n=24, pick=os.path.join(RESULTS, "tune_long_fp32", "pick.json")),
     True: dict(model=os.path.join(HERE, "models", "llada-tiny-arith"), task="arith",
-               gen_length=64, n=64),
+               gen_length=64, n=64, pick=os.path.join(RESULTS, "tune_tiny", "pick.json")),
 }
+
+
+def tuned_run(pick_path: str) -> tuple[str, dict]:
+    """The run of the tune command's pick for this model: its pick.json, the JSON one passes to
+    `vllm serve --additional-config` (its gen_length gives way to the demo's)."""
+    with open(pick_path) as f:
+        pick = dict(json.load(f)["diffusion"])
+    pick.pop("gen_length", None)
+    return TUNED, pick
 
 
 def run(llm, prompts: list[list[int]], gen_length: int, policy: dict) -> dict:
@@ -134,7 +145,8 @@ def main() -> None:
               max_model_len=setup["gen_length"] + 256)
     prompts = [chat_prompt_ids(llm.get_tokenizer(), p.question) for p in problems]
     run(llm, prompts[:1], setup["gen_length"], {})  # warm-up
-    results = [(label, run(llm, prompts, setup["gen_length"], policy)) for label, policy in RUNS]
+    results = [(label, run(llm, prompts, setup["gen_length"], policy))
+               for label, policy in RUNS + [tuned_run(setup["pick"])]]
     rows = summarize(results, [p.answer for p in problems])
 
     name = os.path.basename(setup["model"])
