@@ -49,7 +49,8 @@ def main() -> None:
             ap.error(f"--setting {item!r}: expected NAME=JSON")
         more[name] = json.loads(extra)
 
-    from bench_policies import WINDOW, add_comparisons, describe_threads, summarize, table
+    from bench_policies import (WINDOW, add_comparisons, describe_threads, summarize, table,
+                                tuned_row)
     from report import write_report
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams
@@ -57,9 +58,7 @@ def main() -> None:
     from vllm_elastic.tools.training.batches import task_data
     from vllm_elastic.tools.training.data import chat_prompt_ids, extract_answer
 
-    with open(args.tuned) as f:
-        picked = json.load(f)["diffusion"]
-    picked.pop("gen_length", None)  # each run's own --gen-length applies
+    [(_, picked)] = tuned_row(args)  # the pick without its gen_length: --gen-length applies
     settings = {name: dict(WINDOW, **extra) for name, extra in SETTINGS.items()}
     settings["tuned"] = picked
     settings.update({name: dict(WINDOW, **extra) for name, extra in more.items()})
@@ -110,6 +109,7 @@ def run_one(llm, name: str, extra: dict, prompt: list[int], problem, index: int)
     start = time.perf_counter()
     out = llm.generate([{"prompt_token_ids": prompt}], sp, use_tqdm=False)[0]
     return request_record(name, extra, index, problem, out, time.perf_counter() - start)
+
 
 if __name__ == "__main__":
     main()
